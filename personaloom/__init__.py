@@ -1,0 +1,2 @@
+"""personaloom."""
+__version__ = "0.1.0"
