@@ -1,0 +1,60 @@
+"""Command-line edge: parses options, maps UserError -> exit 2 and RunError -> exit 1.
+
+Each subcommand lives in `personaloom/commands/<name>.py` and exposes
+`register(subparsers) -> None`, which adds its parser and sets `func=run` where
+`run(args: argparse.Namespace) -> int`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from personaloom import __version__
+from personaloom.errors import RunError, UserError
+from personaloom.secrets import redact
+
+COMMANDS = ("generate", "release", "dedup", "taxonomy", "stats", "merge")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse exits 2 already; keep one format
+        self.print_usage(sys.stderr)
+        self.exit(2, f"error: {self.prog}: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="personaloom", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"personaloom {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"personaloom.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"personaloom.commands.{name}":
+                continue  # command not built yet
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except UserError as exc:
+        print(f"error: {redact(str(exc))}", file=sys.stderr)
+        return 2
+    except RunError as exc:
+        print(f"run failed: {redact(str(exc))}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted: run state kept; re-run the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,64 @@
+"""Where a corpus project's user-editable content lives.
+
+`flows/`, `taxonomies/`, `prompts/` and `validators/` are found under `--project DIR`
+(default: the current directory). Each folder missing there falls back to the defaults
+packaged with personaloom, so `pip install personaloom && personaloom generate` works
+outside a checkout.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from personaloom.errors import UserError
+
+CONTENT_DIRS = ("flows", "taxonomies", "prompts", "validators")
+
+
+def packaged_root() -> Path:
+    """Root holding the default content: the checkout in development, `_defaults/` in a wheel."""
+    here = Path(__file__).resolve().parent
+    bundled = here / "_defaults"
+    if (bundled / "taxonomies").is_dir():
+        return bundled
+    return here.parent
+
+
+@dataclass(frozen=True)
+class Project:
+    root: Path
+    flows: Path
+    taxonomies: Path
+    prompts: Path
+    validators: Path
+
+    @classmethod
+    def locate(cls, project_dir: str | Path | None = None) -> Project:
+        root = Path(project_dir) if project_dir is not None else Path.cwd()
+        if project_dir is not None and not root.is_dir():
+            raise UserError(f"--project {project_dir}: not a directory")
+        fallback = packaged_root()
+        dirs = {}
+        for name in CONTENT_DIRS:
+            candidate = root / name
+            dirs[name] = candidate if candidate.is_dir() else fallback / name
+        return cls(root=root.resolve(), **dirs)
+
+    def taxonomy_path(self, name_or_path: str) -> Path:
+        """A taxonomy given as a path to a YAML file, or as a name in `taxonomies/`."""
+        as_path = Path(name_or_path)
+        if as_path.suffix in {".yaml", ".yml"} or as_path.parent != Path("."):
+            if not as_path.is_file():
+                raise UserError(f"--taxonomy {name_or_path}: no such file")
+            return as_path
+        for folder in (self.taxonomies, packaged_root() / "taxonomies"):
+            for suffix in (".yaml", ".yml"):
+                candidate = folder / f"{name_or_path}{suffix}"
+                if candidate.is_file():
+                    return candidate
+        known = sorted(p.stem for p in self.taxonomies.glob("*.y*ml"))
+        raise UserError(
+            f"--taxonomy {name_or_path}: unknown taxonomy (known in {self.taxonomies}: "
+            f"{', '.join(known) or 'none'})"
+        )
