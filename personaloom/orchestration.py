@@ -1,0 +1,68 @@
+"""Running the Prefect flows in-process: quiet, offline, flows loaded by path."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import sys
+from pathlib import Path
+from types import ModuleType
+
+from personaloom.errors import UserError
+from personaloom.project import Project
+from personaloom.secrets import RedactingFilter
+
+QUIET_ENV = {
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_SERVER_UI_ENABLED": "false",
+    "PREFECT_UI_ENABLED": "false",
+    "DO_NOT_TRACK": "1",
+    "VLLM_NO_USAGE_STATS": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+
+
+def configure_environment(verbose: bool = False) -> None:
+    for key, value in QUIET_ENV.items():
+        os.environ.setdefault(key, value)
+    if not verbose:
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
+    redacting = RedactingFilter()
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(redacting)
+    logging.getLogger().addFilter(redacting)
+
+
+def load_flow_module(project: Project, name: str = "build_corpus") -> ModuleType:
+    path = project.flows / f"{name}.py"
+    if not path.is_file():
+        raise UserError(f"--project {project.root}: flow file {path} not found")
+    module_name = f"personaloom_flows_{name}"
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as exc:
+        del sys.modules[module_name]
+        raise UserError(f"{path}:{exc.lineno}: syntax error in flow file: {exc.msg}") from None
+    return module
+
+
+def attach_redaction() -> None:
+    """Add the secret filter to every handler Prefect installed."""
+    redacting = RedactingFilter()
+    for name in ("", "prefect", "prefect.flow_runs", "prefect.task_runs", "personaloom", "vllm"):
+        logger = logging.getLogger(name)
+        for handler in logger.handlers:
+            handler.addFilter(redacting)
+
+
+def _resolve(path: str | Path) -> Path:
+    return Path(path).expanduser().resolve()

@@ -1,0 +1,336 @@
+"""The run: prepare (validate everything, nothing written on bad input), batches, finalize.
+
+Prefect-free: `flows/build_corpus.py` wraps these functions as coarse tasks, and tests call
+them directly. Tasks receive the output folder and a batch number, never big objects; the
+engine lives at process level (`personaloom.engine.get_engine`).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from personaloom import __version__
+from personaloom import schema as S
+from personaloom.config import RunConfig
+from personaloom.engine import EngineSpec, get_engine
+from personaloom.errors import UserError
+from personaloom.personas import PersonaDraft, enrich, narrate
+from personaloom.project import Project
+from personaloom.prompts import PromptLibrary
+from personaloom.records import rejections_table, to_table
+from personaloom.runstate import RunState, ensure_writable
+from personaloom.secrets import redact
+from personaloom.shards import write_shards
+
+PERSONA_PROMPTS = ["system_writer", "persona_enrich", "persona_narrate"]
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass
+class Run:
+    config: RunConfig
+    out: Path
+    project: Project
+    taxonomy_path: Path
+    fingerprint: str
+
+    @property
+    def state(self) -> RunState:
+        return RunState(self.out)
+
+    @property
+    def engine_spec(self) -> EngineSpec:
+        return EngineSpec(
+            engine=self.config.engine,
+            model=self.config.model,
+            base_url=self.config.base_url,
+            compact_json=self.config.compact_json,
+        )
+
+    def prompts(self) -> PromptLibrary:
+        return PromptLibrary(self.project.prompts)
+
+    def persona_ids(self) -> list[int]:
+        shard = self.config.shard
+        return list(range(shard.index, self.config.personas, shard.count))
+
+    def batches(self) -> list[list[int]]:
+        ids = self.persona_ids()
+        size = self.config.batch_size
+        return [ids[i : i + size] for i in range(0, len(ids), size)]
+
+
+# -- content loading (cached per process: tasks reload a run by folder) --------------------
+@functools.lru_cache(maxsize=4)
+def _taxonomy(path: str, mtime: float):  # noqa: ANN202
+    from personaloom.taxonomy import load_taxonomy
+
+    return load_taxonomy(Path(path))
+
+
+def load_taxonomy_cached(path: Path):  # noqa: ANN201
+    return _taxonomy(str(path), path.stat().st_mtime)
+
+
+@functools.lru_cache(maxsize=4)
+def _rules(folder: str, taxonomy_name: str, stamp: tuple):  # noqa: ANN202
+    from personaloom.rules import load_rules
+
+    return load_rules(Path(folder), taxonomy=taxonomy_name)
+
+
+def load_rules_cached(project: Project, taxonomy_name: str):  # noqa: ANN201
+    folder = project.validators
+    stamp = tuple(sorted((p.name, p.stat().st_mtime) for p in folder.glob("*.y*ml"))) if folder.is_dir() else ()
+    return _rules(str(folder), taxonomy_name, stamp)
+
+
+def content_hashes(project: Project, taxonomy_path: Path) -> dict[str, str]:
+    """Hashes of the user-editable content a run depends on (part of its fingerprint)."""
+
+    def digest(paths: list[Path]) -> str:
+        h = hashlib.sha256()
+        for path in sorted(paths):
+            h.update(path.name.encode())
+            h.update(path.read_bytes())
+        return h.hexdigest()[:16]
+
+    return {
+        "taxonomy": digest([taxonomy_path]),
+        "prompts": digest(list(project.prompts.glob("*.j2"))),
+        "validators": digest([p for p in project.validators.rglob("*") if p.is_file() and p.suffix in {".yaml", ".yml", ".py"}])
+        if project.validators.is_dir()
+        else "",
+    }
+
+
+# -- prepare ---------------------------------------------------------------------------
+def prepare(
+    config: RunConfig,
+    out: Path,
+    *,
+    project_dir: str | Path | None = None,
+    restart: bool = False,
+    command: list[str] | None = None,
+) -> Run:
+    """Validate everything, then create or resume the run folder.
+
+    Every check that can fail on user input happens before the first write.
+    """
+    out = Path(out)
+    project = Project.locate(project_dir)
+    taxonomy_path = project.taxonomy_path(config.taxonomy)
+    taxonomy = load_taxonomy_cached(taxonomy_path)
+    load_rules_cached(project, taxonomy.name)
+    _check_prompts(project)
+    EngineSpec(engine=config.engine, model=config.model, base_url=config.base_url).validate()
+    if config.quotas:
+        from personaloom.quotas import plan_quotas
+
+        plan_quotas(taxonomy, config.quotas, n=config.personas, seed=config.seed)
+    ensure_writable(out)
+    fingerprint = config.fingerprint(content_hashes(project, taxonomy_path))
+    run = Run(config, out, project, taxonomy_path, fingerprint)
+    state = run.state
+    previous = state.read_manifest()
+    if previous and previous.get("fingerprint") != fingerprint and not restart:
+        raise UserError(
+            f"--out {out}: holds a run with a different configuration "
+            f"(fingerprint {previous.get('fingerprint')} != {fingerprint}; compare "
+            f"{state.config_path} with your options); pass --restart to start over or "
+            f"choose another folder"
+        )
+    if restart:
+        state.reset()
+    state.clean_orphans()
+    state.root.mkdir(parents=True, exist_ok=True)
+    state.config_path.write_text(config.to_yaml())
+    manifest = state.read_manifest() if not restart else {}
+    manifest.update(
+        {
+            "personaloom_version": __version__,
+            "fingerprint": fingerprint,
+            "config": config.model_dump(mode="json"),
+            "command": [redact(a) for a in (command or [])],
+            "model": config.model,
+            "engine": config.engine,
+            "taxonomy": taxonomy.ref,
+            "taxonomy_leaves": len(taxonomy.leaves),
+            "project": str(project.root),
+            "status": "running",
+            "started_at": manifest.get("started_at") or _now(),
+        }
+    )
+    state.write_manifest(manifest)
+    return run
+
+
+def _check_prompts(project: Project) -> None:
+    library = PromptLibrary(project.prompts)
+    sample = {
+        "category": "demographics",
+        "profile": ["demographics.age: 34"],
+        "fields": [{"key": "k", "path": "a.b", "description": "d"}],
+        "fewshot": "",
+        "section": "background",
+        "guide": "g",
+    }
+    library.check(PERSONA_PROMPTS, **sample)
+
+
+def load_run(out: Path) -> Run:
+    """Rebuild a prepared run from its folder (what a Prefect task does)."""
+    state = RunState(out)
+    manifest = state.read_manifest()
+    if not manifest:
+        raise UserError(f"{out}: no personaloom run here (missing {state.manifest_path})")
+    config = RunConfig.load(state.config_path)
+    project = Project.locate(manifest.get("project"))
+    taxonomy_path = project.taxonomy_path(config.taxonomy)
+    return Run(config, Path(out), project, taxonomy_path, manifest["fingerprint"])
+
+
+# -- one batch -------------------------------------------------------------------------
+def sample_drafts(run: Run, ids: list[int]) -> tuple[list[PersonaDraft], list[dict[str, Any]]]:
+    from personaloom.sampling import SamplingSettings, sample_skeleton
+
+    taxonomy = load_taxonomy_cached(run.taxonomy_path)
+    rules = load_rules_cached(run.project, taxonomy.name)
+    settings = SamplingSettings.preset(run.config.preset)
+    quota_plan = None
+    if run.config.quotas:
+        from personaloom.quotas import plan_quotas
+
+        quota_plan = plan_quotas(taxonomy, run.config.quotas, n=run.config.personas, seed=run.config.seed)
+    drafts, rejected = [], []
+    for i in ids:
+        sk = sample_skeleton(
+            taxonomy, seed=run.config.seed, index=i, settings=settings, rules=rules, quota_plan=quota_plan
+        )
+        draft = PersonaDraft(
+            index=i,
+            seed=run.config.seed,
+            taxonomy=taxonomy.ref,
+            sampled=list(sk.attributes),
+            pending=list(sk.generated),
+        )
+        if sk.rejected:
+            draft.rejected = f"rules: {sk.rejected}"
+            rejected.append(
+                {
+                    "record_id": draft.persona_id,
+                    "kind": "persona",
+                    "stage": "sample",
+                    "critic": "rules",
+                    "reason": str(sk.rejected),
+                    "score": None,
+                    "raw": "",
+                }
+            )
+        drafts.append(draft)
+    return drafts, rejected
+
+
+def run_batch(run: Run, batch: int) -> dict[str, Any]:
+    """Generate one batch end to end and commit it to the run state. Idempotent."""
+    state = run.state
+    if state.is_done(batch):
+        return state.batch_summary(batch)
+    ids = run.batches()[batch]
+    started = time.perf_counter()
+    engine = get_engine(run.engine_spec)
+    tokens_before = engine.stats.output_tokens
+    prompts = run.prompts()
+    drafts, rejected = sample_drafts(run, ids)
+    seed = run.config.seed
+    rejected += enrich(engine, prompts, drafts, seed=seed, max_tokens=run.config.max_tokens_section)
+    rejected += narrate(engine, prompts, drafts, seed=seed, max_tokens=run.config.max_tokens_narrative)
+    personas = [d.record(engine.model_name) for d in drafts if d.rejected is None]
+    tables = {
+        "personas": to_table(personas, S.PERSONAS),
+        "rejected": rejections_table(rejected),
+    }
+    seconds = time.perf_counter() - started
+    summary = {
+        "batch": batch,
+        "ids": len(ids),
+        "personas": len(personas),
+        "rejected": len(rejected),
+        "output_tokens": engine.stats.output_tokens - tokens_before,
+        "seconds": round(seconds, 3),
+    }
+    state.write_batch(batch, tables, summary)
+    return summary
+
+
+# -- finalize --------------------------------------------------------------------------
+def finalize(run: Run) -> dict[str, Any]:
+    """Merge committed batches into the released shards, then the card and manifest."""
+    state = run.state
+    missing = [b for b in range(len(run.batches())) if not state.is_done(b)]
+    if missing:
+        raise UserError(f"{run.out}: batches {missing[:5]} are not complete; re-run generate")
+    personas = state.read_batches("personas", S.PERSONAS).sort_by("index")
+    summaries = [state.batch_summary(b) for b in state.completed()]
+    rejected_files = sorted(state.rejected.glob("*.parquet"))
+    rejected = (
+        pa.concat_tables([pq.read_table(p).cast(S.REJECTED) for p in rejected_files])
+        if rejected_files
+        else S.REJECTED.empty_table()
+    )
+    write_shards(personas, run.out / "personas")
+    seconds = sum(s["seconds"] for s in summaries)
+    tokens = sum(s["output_tokens"] for s in summaries)
+    counts = {
+        "personas_requested": len(run.persona_ids()),
+        "personas_kept": personas.num_rows,
+        "personas_rejected": int(sum(1 for k in rejected.column("kind").to_pylist() if k == "persona")),
+        "rejected_records": rejected.num_rows,
+    }
+    manifest = state.update_manifest(
+        status="complete",
+        finished_at=_now(),
+        counts=counts,
+        throughput={
+            "output_tokens": tokens,
+            "seconds": round(seconds, 2),
+            "tokens_per_s": round(tokens / seconds, 1) if seconds else None,
+        },
+    )
+    _write_card(run.out, manifest)
+    return {"out": str(run.out), "counts": counts, "throughput": manifest["throughput"]}
+
+
+def _write_card(out: Path, manifest: dict[str, Any]) -> None:
+    try:
+        from personaloom.card import write_card
+    except ImportError:  # pragma: no cover - card module not installed yet
+        write_card = _minimal_card
+    write_card(out, manifest)
+
+
+def _minimal_card(out: Path, manifest: dict[str, Any]) -> Path:
+    from personaloom.shards import write_text_atomic
+
+    configs = [c for c in ("personas", "conversations", "probes") if any((out / c).glob("train-*.parquet"))]
+    lines = ["---", "configs:"]
+    for c in configs:
+        lines += [f"- config_name: {c}", "  data_files:", "  - split: train", f"    path: {c}/train-*.parquet"]
+    lines += ["tags:", "- synthetic", "---", "", f"# Synthetic personas ({manifest.get('taxonomy')})", ""]
+    path = out / "README.md"
+    write_text_atomic(path, "\n".join(lines) + "\n")
+    return path
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")

