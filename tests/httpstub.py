@@ -1,0 +1,72 @@
+"""A real local HTTP server speaking the OpenAI chat-completions protocol that misbehaves on
+purpose (refuses, hangs, throttles, returns garbage). It tests our HTTP client's fault
+handling; it is not a model and no test uses it for generation quality."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import deque
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class ChatServer:
+    def __init__(self) -> None:
+        self.script: deque[str] = deque()  # behaviours for the next requests; default "ok"
+        self.requests: list[dict] = []
+        self.reply = '{"answer": "fine"}'
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # quiet
+                pass
+
+            def do_POST(self):  # noqa: N802
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                server.requests.append({"body": body, "auth": self.headers.get("Authorization")})
+                mode = server.script.popleft() if server.script else "ok"
+                if mode == "hang":
+                    time.sleep(3)
+                    mode = "ok"
+                if mode == "429":
+                    self.send_response(429)
+                    self.send_header("Retry-After", "0.2")
+                    self.end_headers()
+                    return
+                if mode == "503":
+                    self.send_response(503)
+                    self.end_headers()
+                    return
+                if mode == "400":
+                    self.send_response(400)
+                    self.end_headers()
+                    self.wfile.write(b"bad request")
+                    return
+                payload = (
+                    b"<html>garbage"
+                    if mode == "garbage"
+                    else json.dumps(
+                        {
+                            "choices": [{"message": {"content": server.reply}, "finish_reason": "stop"}],
+                            "usage": {"completion_tokens": 5, "prompt_tokens": 9},
+                        }
+                    ).encode()
+                )
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> ChatServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()

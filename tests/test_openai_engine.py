@@ -1,0 +1,86 @@
+"""The OpenAI-compatible engine against a real local HTTP server that misbehaves on purpose."""
+
+import socket
+
+import pytest
+
+from personaloom.engine.base import GenerationRequest
+from personaloom.engine.openai_engine import EngineUnavailable, OpenAIEngine
+from personaloom.engine.structured import generate_structured
+from tests.httpstub import ChatServer
+
+SCHEMA = {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]}
+
+
+def _requests(n, schema=None):
+    return [
+        GenerationRequest(f"r{i}", [{"role": "user", "content": "hi"}], seed=i, json_schema=schema)
+        for i in range(n)
+    ]
+
+
+def test_batch_returns_completions_in_order_and_sends_schema():
+    with ChatServer() as server:
+        engine = OpenAIEngine(server.url, "m", concurrency=4, backoff=0.01)
+        out = engine.generate(_requests(6, SCHEMA))
+        assert [c.request_id for c in out] == [f"r{i}" for i in range(6)]
+        assert all(c.text == server.reply and c.output_tokens == 5 for c in out)
+        sent = server.requests[0]["body"]
+        assert sent["response_format"]["json_schema"]["schema"] == SCHEMA
+        assert engine.stats.requests == 6
+
+
+def test_throttling_and_server_errors_are_retried_honouring_retry_after():
+    with ChatServer() as server:
+        server.script.extend(["429", "503"])
+        engine = OpenAIEngine(server.url, "m", concurrency=1, backoff=0.01)
+        [completion] = engine.generate(_requests(1))
+        assert completion.error is None and completion.text == server.reply
+        assert len(server.requests) == 3
+
+
+def test_garbage_is_retried_then_recorded_as_a_rejection_with_reason():
+    with ChatServer() as server:
+        server.script.extend(["garbage"] * 20)
+        engine = OpenAIEngine(server.url, "m", concurrency=2, retries=1, backoff=0.01)
+        values, rejections = generate_structured(engine, _requests(2, SCHEMA), retries=1)
+        assert values == {}
+        assert len(rejections) == 2
+        assert all("bad response" in r.reason for r in rejections)
+
+
+def test_unparseable_output_is_retried_then_kept_as_rejection_with_raw_text():
+    with ChatServer() as server:
+        server.reply = "not json at all"
+        engine = OpenAIEngine(server.url, "m", backoff=0.01)
+        values, rejections = generate_structured(engine, _requests(1, SCHEMA), retries=2)
+        assert values == {} and rejections[0].raw == "not json at all"
+        assert "unparseable" in rejections[0].reason
+        assert len(server.requests) == 3  # first try + 2 retries
+
+
+def test_a_hanging_request_times_out_and_is_retried():
+    with ChatServer() as server:
+        server.script.append("hang")
+        engine = OpenAIEngine(server.url, "m", timeout=0.5, retries=2, backoff=0.01)
+        [completion] = engine.generate(_requests(1))
+        assert completion.error is None
+
+
+def test_refused_connections_stop_the_run_with_a_clear_error():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    engine = OpenAIEngine(f"http://127.0.0.1:{port}", "m", retries=1, backoff=0.01)
+    with pytest.raises(EngineUnavailable, match="unreachable"):
+        engine.generate(_requests(2))
+
+
+def test_api_key_is_sent_but_never_appears_in_errors(monkeypatch):
+    secret = "hf_SECRET_value_123456"
+    with ChatServer() as server:
+        server.script.extend(["400"])
+        engine = OpenAIEngine(server.url, "m", api_key=secret, backoff=0.01)
+        [completion] = engine.generate(_requests(1))
+        assert server.requests[0]["auth"] == f"Bearer {secret}"
+        assert completion.error and secret not in completion.error
