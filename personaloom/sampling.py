@@ -1,0 +1,838 @@
+"""Skeleton sampling: which attributes a persona gets, and their values.
+
+Persona `i` of seed `s` reads its randomness from a counter-based hash of `(s, i, slot)`
+(splitmix64): every random decision has its own fixed slot, so a persona does not depend
+on the batch it was sampled in, on the worker or on where a run restarted. Sampling is
+vectorised over a batch of personas (numpy), which is what makes a million deep skeletons
+cheap; `sample_skeleton` is a batch of one.
+
+Per persona (see docs/taxonomy.md, "Sampling"):
+1. Selection. The focus is the subcategories holding the anchors plus
+   `focus_subcategories` drawn at random (weighted by `category_weights`). Every other
+   sampled leaf is *near* (in a focus subcategory), *mid* (in a root category the focus
+   touches) or *far* (in an untouched root category). `attributes_per_persona` is filled
+   near:mid:far by `mix` (largest remainder; a class that runs out passes its share on),
+   uniformly at random within a class. Anchors and quota attributes are always in, and
+   every chosen leaf pulls in the attributes its `given`/`scale`/`when` read.
+   Generated leaves are chosen the same way (`generated_per_persona`).
+2. Values, in sampling order (anchors, then file order): a leaf whose `when` is false is
+   dropped; `given` picks the row of its table; `scale` multiplies numbers.
+3. Rules: a violated rule resamples its target attribute and everything that depends on
+   it, with fresh random slots, up to `max_rule_retries` times; then the skeleton is
+   marked rejected with the rule's name.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from personaloom import expressions as ex
+from personaloom.sampling_settings import PRESETS, Mix, SamplingSettings
+from personaloom.taxonomy import Leaf, NumericSpec, Taxonomy
+
+if TYPE_CHECKING:
+    from personaloom.quotas import QuotaPlan
+    from personaloom.rules import RuleSet
+
+__all__ = [
+    "PRESETS",
+    "Mix",
+    "SamplingSettings",
+    "Skeleton",
+    "SkeletonBatch",
+    "sample_batch",
+    "sample_skeleton",
+    "sample_skeletons",
+]
+
+# ----------------------------------------------------------------------------- randomness
+
+_M1 = np.uint64(0xBF58476D1CE4E5B9)
+_M2 = np.uint64(0x94D049BB133111EB)
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_S30, _S27, _S31, _S11 = np.uint64(30), np.uint64(27), np.uint64(31), np.uint64(11)
+_MASK64 = (1 << 64) - 1
+
+STREAM_SELECT = 1 << 40
+STREAM_GENERATED = 2 << 40
+STREAM_FOCUS = 3 << 40
+STREAM_VALUE = 4 << 40  # + attempt << 20 + leaf index
+
+
+def _mix(z: np.ndarray) -> np.ndarray:
+    z = (z ^ (z >> _S30)) * _M1
+    z = (z ^ (z >> _S27)) * _M2
+    return z ^ (z >> _S31)
+
+
+def _mix_int(z: int) -> int:
+    z &= _MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return z ^ (z >> 31)
+
+
+def persona_keys(seed: int, indices: np.ndarray) -> np.ndarray:
+    """One 64-bit key per persona, a function of (seed, index) only."""
+    base = np.uint64(_mix_int(_mix_int(seed) ^ 0x5DEECE66D))
+    with np.errstate(over="ignore"):
+        return _mix(indices.astype(np.uint64) * _GOLDEN + base)
+
+
+def uniforms(keys: np.ndarray, slot: int) -> np.ndarray:
+    """U[0, 1) for each persona key at one slot (53 random bits)."""
+    s = np.uint64(_mix_int(slot * 0x9E3779B97F4A7C15 + 0xD1B54A32D192ED03))
+    return (_mix(keys ^ s) >> _S11).astype(np.float64) * (1.0 / 9007199254740992.0)
+
+
+def uniforms_2d(keys: np.ndarray, slots: np.ndarray) -> np.ndarray:
+    """U[0, 1) of shape (personas, slots)."""
+    s = np.array(
+        [_mix_int(int(x) * 0x9E3779B97F4A7C15 + 0xD1B54A32D192ED03) for x in slots], dtype=np.uint64
+    )
+    return (_mix(keys[:, None] ^ s[None, :]) >> _S11).astype(np.float64) * (
+        1.0 / 9007199254740992.0
+    )
+
+
+# ----------------------------------------------------------------------------- normal quantile
+
+_A = (
+    -3.969683028665376e01,
+    2.209460984245205e02,
+    -2.759285104469687e02,
+    1.383577518672690e02,
+    -3.066479806614716e01,
+    2.506628277459239e00,
+)
+_B = (
+    -5.447609879822406e01,
+    1.615858368580409e02,
+    -1.556989798598866e02,
+    6.680131188771972e01,
+    -1.328068155288572e01,
+)
+_C = (
+    -7.784894002430293e-03,
+    -3.223964580411365e-01,
+    -2.400758277161838e00,
+    -2.549732539343734e00,
+    4.374664141464968e00,
+    2.938163982698783e00,
+)
+_D = (7.784695709041462e-03, 3.224671290700398e-01, 2.445134137142996e00, 3.754408661907416e00)
+
+
+def _ndtri(p: np.ndarray) -> np.ndarray:
+    """Inverse standard normal CDF (Acklam's rational approximation, rel. error < 1.2e-9)."""
+    p = np.clip(p, 1e-300, 1 - 1e-16)
+    out = np.empty_like(p)
+    lo = p < 0.02425
+    hi = p > 1 - 0.02425
+    mid = ~(lo | hi)
+    q = p[mid] - 0.5
+    r = q * q
+    out[mid] = (
+        (((((_A[0] * r + _A[1]) * r + _A[2]) * r + _A[3]) * r + _A[4]) * r + _A[5])
+        * q
+        / (((((_B[0] * r + _B[1]) * r + _B[2]) * r + _B[3]) * r + _B[4]) * r + 1)
+    )
+    for mask, sign, pp in ((lo, 1.0, p[lo]), (hi, -1.0, 1 - p[hi])):
+        if mask.any():
+            q = np.sqrt(-2 * np.log(pp))
+            out[mask] = (
+                sign
+                * (((((_C[0] * q + _C[1]) * q + _C[2]) * q + _C[3]) * q + _C[4]) * q + _C[5])
+                / ((((_D[0] * q + _D[1]) * q + _D[2]) * q + _D[3]) * q + 1)
+            )
+    return out
+
+
+def _phi(x: float) -> float:
+    return 0.5 * (1.0 + math.erf(x / math.sqrt(2.0)))
+
+
+# ----------------------------------------------------------------------------- compiled taxonomy
+
+
+class _Rows:
+    """Conditional table lookup: the given attributes' codes -> a row of the leaf's table.
+
+    Every combination of given values (plus "absent" for each) is resolved once, at compile
+    time, with `Leaf.row`; identical rows are shared.
+    """
+
+    def __init__(self, leaf: Leaf, col_of: dict[str, int], tax: Taxonomy) -> None:
+        givens = [tax.leaf(g) for g in leaf.given]
+        self.cols = [col_of[g.path] for g in givens]
+        self.sizes = [len(g.values) for g in givens]
+        self.mults: list[int] = []
+        m = 1
+        for size in reversed(self.sizes):
+            self.mults.insert(0, m)
+            m *= size + 1
+        unique: dict[int, int] = {}
+        self.rows: list[Any] = []
+        lookup = []
+        options = [[*g.values, None] for g in givens]
+        for combo in itertools.product(*options):
+            row = leaf.row(combo)
+            j = unique.setdefault(id(row), len(self.rows))
+            if j == len(self.rows):
+                self.rows.append(row)
+            lookup.append(j)
+        self.lookup = np.array(lookup, dtype=np.intp)
+
+    def index(self, V: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        combo = np.zeros(len(rows), dtype=np.intp)
+        for col, size, mult in zip(self.cols, self.sizes, self.mults, strict=True):
+            g = V[rows, col]
+            combo += np.where(np.isnan(g), size, g).astype(np.intp) * mult
+        return self.lookup[combo]
+
+
+class _Categorical:
+    def __init__(self, leaf: Leaf, col_of: dict[str, int], tax: Taxonomy) -> None:
+        self.n = len(leaf.values)
+        self.table: _Rows | None = None
+        if leaf.given:
+            self.table = _Rows(leaf, col_of, tax)
+            self.cum = np.stack([_cumulative(r) for r in self.table.rows])
+        else:
+            assert leaf.weights is not None
+            self.cum1 = _cumulative(leaf.weights)
+
+    def draw(self, V: np.ndarray, rows: np.ndarray, u: np.ndarray) -> np.ndarray:
+        if self.table is None:
+            codes = np.searchsorted(self.cum1, u, side="right")
+        else:
+            codes = (self.cum[self.table.index(V, rows)] <= u[:, None]).sum(axis=1)
+        return np.minimum(codes, self.n - 1).astype(np.float64)
+
+
+def _cumulative(weights: Sequence[float]) -> np.ndarray:
+    w = np.asarray(weights, dtype=np.float64)
+    c = np.cumsum(w) / w.sum()
+    c[w.nonzero()[0][-1] :] = 1.0
+    return c
+
+
+class _Numeric:
+    # parameter rows: low, high, dist (0 uniform, 1 normal, 2 lognormal), loc, scale, Fa, Fb
+    def __init__(self, leaf: Leaf, col_of: dict[str, int], tax: Taxonomy) -> None:
+        self.integer = leaf.integer
+        self.step = leaf.step
+        self.table: _Rows | None = None
+        specs: list[NumericSpec]
+        if leaf.given:
+            self.table = _Rows(leaf, col_of, tax)
+            specs = self.table.rows
+        else:
+            assert leaf.numeric is not None
+            specs = [leaf.numeric]
+        self.params = np.array([self._row(s) for s in specs], dtype=np.float64)
+        self.any_curved = bool((self.params[:, 2] > 0).any())
+        self.scales = []
+        for s in leaf.scale:
+            given = tax.leaf(s.given)
+            factors = np.array([s.factors.get(v, s.default) for v in given.values] + [s.default])
+            self.scales.append((col_of[s.given], factors))
+
+    def _row(self, s: NumericSpec) -> list[float]:
+        low, high = s.low, s.high
+        if self.integer:
+            low, high = math.ceil(low), math.floor(high) + 1.0  # floor() of [low, high + 1)
+        shift = 0.5 if self.integer else 0.0
+        if s.distribution == "uniform":
+            return [low, high, 0, 0, 1, 0, 1]
+        if s.distribution == "normal":
+            loc, scale = (s.mean or 0.0) + shift, s.sd or 1.0
+            a, b = (low - loc) / scale, (high - loc) / scale
+            return [low, high, 1, loc, scale, _phi(a), _phi(b)]
+        loc, scale = math.log(s.median or 1.0), s.sigma or 1.0
+        a = (math.log(max(low, 1e-12)) - loc) / scale
+        b = (math.log(high) - loc) / scale
+        return [low, high, 2, loc, scale, _phi(a), _phi(b)]
+
+    def draw(self, V: np.ndarray, rows: np.ndarray, u: np.ndarray) -> np.ndarray:
+        if self.table is None:
+            low, high, dist, loc, scale, fa, fb = self.params[0]
+            if dist == 0:
+                x = low + u * (high - low)
+            else:
+                y = loc + scale * _ndtri(fa + u * (fb - fa))
+                x = np.exp(y) if dist == 2 else y
+        else:
+            P = self.params[self.table.index(V, rows)]
+            low, high = P[:, 0], P[:, 1]
+            x = low + u * (high - low)
+            if self.any_curved:
+                curved = P[:, 2] > 0
+                if curved.any():
+                    Pc, uc = P[curved], u[curved]
+                    y = Pc[:, 3] + Pc[:, 4] * _ndtri(Pc[:, 5] + uc * (Pc[:, 6] - Pc[:, 5]))
+                    x[curved] = np.where(Pc[:, 2] == 2, np.exp(y), y)
+        x = np.clip(x, low, high)
+        if self.integer:
+            x = np.minimum(np.floor(x), high - 1)
+        for col, factors in self.scales:
+            g = V[rows, col]
+            g = np.where(np.isnan(g), len(factors) - 1, g).astype(np.intp)
+            x = x * factors[g]
+        if self.step:
+            x = np.round(x / self.step) * self.step
+        elif self.integer and self.scales:
+            x = np.round(x)
+        return x
+
+
+@dataclass
+class _Plan:
+    """A taxonomy compiled for vectorised sampling (built once per Taxonomy, cached)."""
+
+    tax: Taxonomy
+    n: int
+    col_of: dict[str, int]
+    order: np.ndarray  # sampled leaf columns, in sampling order
+    position: np.ndarray  # column -> position in sampling order (-1 for generated)
+    anchors: np.ndarray
+    candidates: np.ndarray  # sampled non-anchor columns
+    generated: np.ndarray  # generated columns, file order
+    parent_of: np.ndarray  # column -> subcategory id
+    root_of: np.ndarray  # column -> root id
+    parent_root: np.ndarray  # subcategory id -> root id
+    n_parents: int
+    n_roots: int
+    deps: dict[int, np.ndarray]  # column -> transitive dependency columns
+    downstream: dict[int, list[int]]  # column -> itself and its transitive dependents, in order
+    samplers: dict[int, Any]
+    whens: dict[int, ex.Compiled]
+    values: dict[int, np.ndarray]  # categorical column -> object array of value strings
+
+
+_PLANS: dict[int, tuple[Taxonomy, _Plan]] = {}
+
+
+def compile_taxonomy(tax: Taxonomy) -> _Plan:
+    cached = _PLANS.get(id(tax))
+    if cached is not None and cached[0] is tax:
+        return cached[1]
+    leaves = tax.leaves
+    col_of = {leaf.path: leaf.index for leaf in leaves}
+    n = len(leaves)
+    order = np.array([col_of[leaf.path] for leaf in tax.sampling_order], dtype=np.intp)
+    position = np.full(n, -1, dtype=np.intp)
+    position[order] = np.arange(len(order))
+    anchors = np.array([col_of[a] for a in tax.anchors], dtype=np.intp)
+    anchor_set = set(anchors.tolist())
+    candidates = np.array([c for c in order if c not in anchor_set], dtype=np.intp)
+    generated = np.array([leaf.index for leaf in leaves if leaf.kind == "generated"], dtype=np.intp)
+    parents: dict[str, int] = {}
+    roots = {r: i for i, r in enumerate(tax.categories)}
+    parent_of = np.array(
+        [parents.setdefault(leaf.parent, len(parents)) for leaf in leaves], dtype=np.intp
+    )
+    root_of = np.array([roots[leaf.root] for leaf in leaves], dtype=np.intp)
+    parent_root = np.zeros(len(parents), dtype=np.intp)
+    parent_root[parent_of] = root_of
+
+    direct = {leaf.index: [col_of[p] for p in leaf.depends_on] for leaf in leaves}
+    deps: dict[int, np.ndarray] = {}
+    for c in range(n):
+        seen: set[int] = set()
+        stack = list(direct[c])
+        while stack:
+            d = stack.pop()
+            if d not in seen:
+                seen.add(d)
+                stack.extend(direct[d])
+        if seen:
+            deps[c] = np.array(sorted(seen), dtype=np.intp)
+    downstream: dict[int, list[int]] = {int(c): [int(c)] for c in order}
+    for c, ds in deps.items():
+        if position[c] < 0:
+            continue
+        for d in ds:
+            downstream[int(d)].append(c)
+    for c in downstream:
+        downstream[c].sort(key=lambda x: position[x])
+
+    def resolve(path: str) -> ex.AttrInfo:
+        leaf = tax.leaf(path)
+        return ex.AttrInfo(col_of[path], leaf.kind, leaf.values)
+
+    samplers: dict[int, Any] = {}
+    whens: dict[int, ex.Compiled] = {}
+    values: dict[int, np.ndarray] = {}
+    for leaf in leaves:
+        c = leaf.index
+        if leaf.kind == "categorical":
+            samplers[c] = _Categorical(leaf, col_of, tax)
+            values[c] = np.array(leaf.values, dtype=object)
+        elif leaf.kind == "numeric":
+            samplers[c] = _Numeric(leaf, col_of, tax)
+        if leaf.when:
+            text = " and ".join(f"({w})" for w in leaf.when)
+            whens[c] = ex.compile_batch(ex.parse(text), resolve)[0]
+    plan = _Plan(
+        tax=tax,
+        n=n,
+        col_of=col_of,
+        order=order,
+        position=position,
+        anchors=anchors,
+        candidates=candidates,
+        generated=generated,
+        parent_of=parent_of,
+        root_of=root_of,
+        parent_root=parent_root,
+        n_parents=len(parents),
+        n_roots=len(roots),
+        deps=deps,
+        downstream=downstream,
+        samplers=samplers,
+        whens=whens,
+        values=values,
+    )
+    _PLANS[id(tax)] = (tax, plan)
+    return plan
+
+
+# ----------------------------------------------------------------------------- selection
+
+
+def _largest_remainder(total: int, shares: Sequence[float]) -> list[int]:
+    s = sum(shares)
+    exact = [total * x / s for x in shares]
+    base = [math.floor(e) for e in exact]
+    rest = total - sum(base)
+    for i in sorted(range(len(shares)), key=lambda i: (base[i] - exact[i], i))[:rest]:
+        base[i] += 1
+    return base
+
+
+def _select(
+    plan: _Plan,
+    keys: np.ndarray,
+    pool: np.ndarray,
+    total: int,
+    focus: np.ndarray,
+    touched: np.ndarray,
+    mix: Mix,
+    weights: np.ndarray,
+    stream: int,
+    exclude: np.ndarray | None,
+) -> np.ndarray:
+    """Choose `total` columns of `pool` per persona, near:mid:far by `mix`. -> (B, len(pool)) bool."""
+    B, m = len(keys), len(pool)
+    if m == 0 or total <= 0:
+        return np.zeros((B, m), dtype=bool)
+    cls = np.where(
+        focus[:, plan.parent_of[pool]], 0, np.where(touched[:, plan.root_of[pool]], 1, 2)
+    )
+    if exclude is not None:
+        cls = np.where(exclude, 3, cls)  # already in: never chosen again
+    u = uniforms_2d(keys, stream + pool)
+    w = weights[plan.root_of[pool]]
+    priority = 1.0 - u ** (1.0 / w)  # Efraimidis-Spirakis: smaller wins
+    key = cls + 0.999 * priority
+    size = np.stack([(cls == c).sum(axis=1) for c in range(3)], axis=1)
+    want = np.array(_largest_remainder(total, [mix.near, mix.mid, mix.far]))
+    take = np.minimum(want[None, :], size)
+    left = total - take.sum(axis=1)
+    for c in range(3):  # a class that runs out passes its share on: near, then mid, then far
+        extra = np.minimum(left, size[:, c] - take[:, c])
+        take[:, c] += extra
+        left -= extra
+    ordered = np.argsort(key, axis=1, kind="stable")
+    sorted_cls = np.take_along_axis(cls, ordered, axis=1)
+    start = np.concatenate([np.zeros((B, 1), dtype=np.intp), np.cumsum(size, axis=1)], axis=1)
+    rank = np.arange(m)[None, :] - np.take_along_axis(start, np.minimum(sorted_cls, 3), axis=1)
+    take4 = np.concatenate([take, np.zeros((B, 1), dtype=take.dtype)], axis=1)
+    ok = rank < np.take_along_axis(take4, sorted_cls, axis=1)
+    chosen = np.zeros((B, m), dtype=bool)
+    np.put_along_axis(chosen, ordered, ok, axis=1)
+    return chosen
+
+
+# ----------------------------------------------------------------------------- batches
+
+
+@dataclass(frozen=True)
+class Skeleton:
+    """One persona's sampled attributes, before the model enriches it.
+
+    `attributes`: (path, display value) in sampling order, anchors first. A display value
+    is the category text, or a number followed by its unit ("34 years", "52300 USD/year").
+    `values`: path -> raw value (str for categories, float for numbers).
+    `generated`: generated leaves for the model to fill, in taxonomy (category) order.
+    `rejected`: None, or the name of the rule that retries could not satisfy.
+    """
+
+    index: int
+    seed: int
+    taxonomy: str
+    attributes: list[tuple[str, str]]
+    generated: list[Leaf]
+    rejected: str | None
+    values: dict[str, str | float]
+
+    def value(self, path: str) -> str | float | None:
+        return self.values.get(path)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "seed": self.seed,
+            "taxonomy": self.taxonomy,
+            "attributes": [{"path": p, "value": v} for p, v in self.attributes],
+            "generated": [
+                {"path": leaf.path, "description": leaf.description} for leaf in self.generated
+            ],
+            "rejected": self.rejected,
+        }
+
+
+class SkeletonBatch:
+    """Skeletons of a batch as matrices: V (values, NaN = absent), generated mask, rejections."""
+
+    def __init__(
+        self,
+        plan: _Plan,
+        seed: int,
+        indices: np.ndarray,
+        V: np.ndarray,
+        gen_chosen: np.ndarray,
+        rejected: list[str | None],
+    ) -> None:
+        self.plan = plan
+        self.seed = seed
+        self.indices = indices
+        self.V = V
+        self.gen_chosen = gen_chosen  # (B, len(plan.generated))
+        self.rejected = rejected
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def display_column(self, col: int, rows: np.ndarray | slice) -> pa.Array:
+        """Display strings of one attribute for the given personas (all present)."""
+        x = self.V[rows, col]
+        leaf = self.plan.tax.leaves[col]
+        if leaf.kind == "categorical":
+            return pa.array(self.plan.values[col][x.astype(np.intp)], type=pa.string())
+        return format_numbers(x, leaf.decimals, leaf.unit)
+
+    def _entries(self) -> tuple[np.ndarray, np.ndarray, pa.Array]:
+        """Row-major (row, column, value) of every present attribute, in sampling order."""
+        order = self.plan.order
+        present = ~np.isnan(self.V[:, order])
+        parts: list[pa.Array] = []
+        starts = np.zeros(len(order) + 1, dtype=np.int64)
+        for j, col in enumerate(order):
+            rows = np.flatnonzero(present[:, j])
+            parts.append(self.display_column(int(col), rows))
+            starts[j + 1] = starts[j] + len(rows)
+        rank = np.cumsum(present, axis=0) - 1
+        r, j = np.nonzero(present)
+        take = starts[j] + rank[r, j]
+        values = (
+            pa.concat_arrays(parts).take(pa.array(take)) if len(take) else pa.array([], pa.string())
+        )
+        return r, order[j], values
+
+    def skeletons(self) -> Iterator[Skeleton]:
+        r, cols, values = self._entries()
+        texts = values.to_pylist()
+        leaves = self.plan.tax.leaves
+        bounds = np.searchsorted(r, np.arange(len(self) + 1))
+        gen = self.plan.generated
+        ref = self.plan.tax.ref
+        for i in range(len(self)):
+            lo, hi = bounds[i], bounds[i + 1]
+            attrs = []
+            raw: dict[str, str | float] = {}
+            for k in range(lo, hi):
+                leaf = leaves[cols[k]]
+                attrs.append((leaf.path, texts[k]))
+                v = self.V[i, cols[k]]
+                raw[leaf.path] = (
+                    self.plan.values[cols[k]][int(v)] if leaf.kind == "categorical" else float(v)
+                )
+            yield Skeleton(
+                index=int(self.indices[i]),
+                seed=self.seed,
+                taxonomy=ref,
+                attributes=attrs,
+                generated=[leaves[c] for c in gen[self.gen_chosen[i]]],
+                rejected=self.rejected[i],
+                values=raw,
+            )
+
+    def to_arrow(self) -> pa.Table:
+        """index, seed, taxonomy, attributes list<struct<path, value>>, generated list<str>, rejected."""
+        r, cols, values = self._entries()
+        B = len(self)
+        offsets = pa.array(np.searchsorted(r, np.arange(B + 1)).astype(np.int32))
+        paths = pa.DictionaryArray.from_arrays(
+            pa.array(cols.astype(np.int32)), pa.array([leaf.path for leaf in self.plan.tax.leaves])
+        )
+        attrs = pa.ListArray.from_arrays(
+            offsets, pa.StructArray.from_arrays([paths, values], ["path", "value"])
+        )
+        gr, gc = np.nonzero(self.gen_chosen)
+        goffsets = pa.array(np.searchsorted(gr, np.arange(B + 1)).astype(np.int32))
+        gen_paths = pa.DictionaryArray.from_arrays(
+            pa.array(self.plan.generated[gc].astype(np.int32)),
+            pa.array([leaf.path for leaf in self.plan.tax.leaves]),
+        )
+        generated = pa.ListArray.from_arrays(goffsets, gen_paths)
+        return pa.table(
+            {
+                "index": pa.array(self.indices.astype(np.int64)),
+                "seed": pa.array(np.full(B, self.seed, dtype=np.int64)),
+                "taxonomy": pa.array([self.plan.tax.ref] * B).dictionary_encode(),
+                "attributes": attrs,
+                "generated": generated,
+                "rejected": pa.array(self.rejected, type=pa.string()),
+            }
+        )
+
+
+def format_numbers(x: np.ndarray, decimals: int, unit: str | None) -> pa.Array:
+    """Numbers as display strings: fixed decimals, then ' unit' (vectorised)."""
+    if decimals == 0:
+        out = pa.array(np.rint(x).astype(np.int64)).cast(pa.string())
+    else:
+        scale = 10**decimals
+        scaled = np.rint(np.abs(x) * scale).astype(np.int64)
+        whole = pa.array(scaled // scale).cast(pa.string())
+        frac = pc.utf8_lpad(pa.array(scaled % scale).cast(pa.string()), decimals, "0")
+        sign = pa.array(np.where((x < 0) & (scaled > 0), "-", ""))
+        signed = pc.binary_join_element_wise(sign, whole, "")
+        out = pc.binary_join_element_wise(signed, frac, ".")
+    if unit:
+        out = pc.binary_join_element_wise(out, pa.scalar(unit), " ")
+    return out
+
+
+def _settings_for(tax: Taxonomy, settings: SamplingSettings | str | None) -> SamplingSettings:
+    if settings is None:
+        return tax.settings("quick")
+    if isinstance(settings, str):
+        return tax.settings(settings)
+    return settings
+
+
+def sample_batch(
+    tax: Taxonomy,
+    seed: int,
+    indices: Sequence[int] | np.ndarray,
+    settings: SamplingSettings | str | None = None,
+    rules: RuleSet | None = None,
+    quota_plan: QuotaPlan | None = None,
+) -> SkeletonBatch:
+    """Sample the skeletons of `indices` (any order, any subset) for `seed`."""
+    if seed < 0 or seed >= 2**64:
+        raise ValueError(f"seed must be in [0, 2**64), got {seed}")
+    settings = _settings_for(tax, settings)
+    plan = compile_taxonomy(tax)
+    idx = np.asarray(indices, dtype=np.int64)
+    if idx.ndim != 1 or (idx < 0).any():
+        raise ValueError("indices must be non-negative integers")
+    B = len(idx)
+    keys = persona_keys(seed, idx)
+
+    # forced quota values (always sampled: like anchors, they are in every persona)
+    forced: dict[int, np.ndarray] = {}
+    if quota_plan is not None:
+        for path, codes in quota_plan.forced_codes(tax, idx).items():
+            forced[plan.col_of[path]] = codes
+
+    # 1. selection
+    weights = np.ones(plan.n_roots)
+    for name, w in settings.category_weights.items():
+        if name in plan.tax.categories:
+            weights[plan.tax.categories.index(name)] = max(w, 1e-9)
+    focus = np.zeros((B, plan.n_parents), dtype=bool)
+    focus[:, plan.parent_of[plan.anchors]] = True
+    n_themes = min(settings.focus_subcategories, plan.n_parents)
+    if n_themes > 0:
+        u = uniforms_2d(keys, STREAM_FOCUS + np.arange(plan.n_parents))
+        pw = weights[plan.parent_root]
+        prio = u ** (1.0 / pw)
+        prio[focus] = 2.0  # anchors' subcategories are in already; do not count them
+        already = focus.sum(axis=1)
+        top = np.argsort(-prio, axis=1, kind="stable")
+        rankpos = np.arange(plan.n_parents)[None, :]
+        pick = rankpos < (already + n_themes)[:, None]
+        np.put_along_axis(focus, top, pick | np.take_along_axis(focus, top, axis=1), axis=1)
+    touched = np.zeros((B, plan.n_roots), dtype=bool)
+    fr, fp = np.nonzero(focus)
+    touched[fr, plan.parent_root[fp]] = True
+
+    chosen = np.zeros((B, plan.n), dtype=bool)
+    chosen[:, plan.anchors] = True
+    for c in forced:
+        chosen[:, c] = True
+    exclude = chosen[:, plan.candidates]
+    budget = settings.attributes_per_persona - len(plan.anchors)
+    extra_forced = [c for c in forced if c not in set(plan.anchors.tolist())]
+    budget -= len(extra_forced)
+    pick = _select(
+        plan,
+        keys,
+        plan.candidates,
+        budget,
+        focus,
+        touched,
+        settings.mix,
+        weights,
+        STREAM_SELECT,
+        exclude if extra_forced else None,
+    )
+    chosen[:, plan.candidates] |= pick
+    gen_chosen = _select(
+        plan,
+        keys,
+        plan.generated,
+        settings.generated_per_persona,
+        focus,
+        touched,
+        settings.mix,
+        weights,
+        STREAM_GENERATED,
+        None,
+    )
+    # dependencies of chosen leaves come along (sampled ones, and those generated leaves read)
+    for c, ds in plan.deps.items():
+        if plan.position[c] >= 0:
+            chosen[:, ds] |= chosen[:, c : c + 1]
+    gen_pos = {int(c): j for j, c in enumerate(plan.generated)}
+    for c, ds in plan.deps.items():
+        if c in gen_pos:
+            chosen[:, ds] |= gen_chosen[:, gen_pos[c] : gen_pos[c] + 1]
+
+    # 2. values
+    V = np.full((B, plan.n), np.nan, order="F")
+    all_rows = np.arange(B)
+    for c in plan.order:
+        _sample_leaf(plan, int(c), V, chosen, keys, all_rows, 0, forced)
+
+    # 3. rules
+    rejected: list[str | None] = [None] * B
+    if rules is not None and len(rules):
+        bound = rules.bind(tax)
+        viol = bound.first_violation(V, all_rows)
+        active = np.flatnonzero(viol >= 0)
+        attempt = 0
+        while len(active) and attempt < settings.max_rule_retries:
+            attempt += 1
+            first = viol[active]
+            for r in np.unique(first):
+                rows = active[first == r]
+                target = bound.targets[int(r)]
+                for c in plan.downstream[target]:
+                    _sample_leaf(plan, c, V, chosen, keys, rows, attempt, forced)
+            viol_active = bound.first_violation(V, active)
+            active = active[viol_active >= 0]
+            viol[active] = viol_active[viol_active >= 0]
+        for i in active:
+            rejected[i] = bound.names[int(viol[i])]
+    # generated leaves whose condition is false are dropped
+    for j, c in enumerate(plan.generated):
+        fn = plan.whens.get(int(c))
+        if fn is not None:
+            rows = np.flatnonzero(gen_chosen[:, j])
+            if len(rows):
+                gen_chosen[rows, j] = fn(V, rows)
+    return SkeletonBatch(plan, seed, idx, V, gen_chosen, rejected)
+
+
+def _sample_leaf(
+    plan: _Plan,
+    c: int,
+    V: np.ndarray,
+    chosen: np.ndarray,
+    keys: np.ndarray,
+    rows: np.ndarray,
+    attempt: int,
+    forced: dict[int, np.ndarray],
+) -> None:
+    sel = rows[chosen[rows, c]]
+    V[rows, c] = np.nan
+    if c in forced:
+        f = forced[c][sel]
+        ok = ~np.isnan(f)
+        V[sel[ok], c] = f[ok]
+        sel = sel[~ok]
+    if not len(sel):
+        return
+    fn = plan.whens.get(c)
+    if fn is not None:
+        sel = sel[fn(V, sel)]
+        if not len(sel):
+            return
+    u = uniforms(keys[sel], STREAM_VALUE + (attempt << 20) + c)
+    V[sel, c] = plan.samplers[c].draw(V, sel, u)
+
+
+def sample_skeleton(
+    tax: Taxonomy,
+    seed: int,
+    index: int,
+    settings: SamplingSettings | str | None = None,
+    rules: RuleSet | None = None,
+    quota_plan: QuotaPlan | None = None,
+) -> Skeleton:
+    """The skeleton of persona `index` of a run with `seed` (same as inside any batch)."""
+    batch = sample_batch(tax, seed, [index], settings, rules, quota_plan)
+    return next(batch.skeletons())
+
+
+def sample_skeletons(
+    tax: Taxonomy,
+    seed: int,
+    indices: Iterable[int],
+    settings: SamplingSettings | str | None = None,
+    rules: RuleSet | None = None,
+    quota_plan: QuotaPlan | None = None,
+    batch_size: int = 1024,
+) -> Iterator[Skeleton]:
+    """Skeletons of `indices`, in the order given, sampled `batch_size` at a time."""
+    buf: list[int] = []
+    for i in indices:
+        buf.append(int(i))
+        if len(buf) >= batch_size:
+            yield from sample_batch(tax, seed, buf, settings, rules, quota_plan).skeletons()
+            buf = []
+    if buf:
+        yield from sample_batch(tax, seed, buf, settings, rules, quota_plan).skeletons()
+
+
+def iter_batches(
+    tax: Taxonomy,
+    seed: int,
+    indices: Iterable[int],
+    settings: SamplingSettings | str | None = None,
+    rules: RuleSet | None = None,
+    quota_plan: QuotaPlan | None = None,
+    batch_size: int = 4096,
+) -> Iterator[SkeletonBatch]:
+    """Like sample_skeletons, but yields columnar batches (for Parquet, benchmarks)."""
+    buf: list[int] = []
+    for i in indices:
+        buf.append(int(i))
+        if len(buf) >= batch_size:
+            yield sample_batch(tax, seed, buf, settings, rules, quota_plan)
+            buf = []
+    if buf:
+        yield sample_batch(tax, seed, buf, settings, rules, quota_plan)
