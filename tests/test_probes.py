@@ -19,7 +19,11 @@ def persona(index: int) -> dict:
         "attributes": [
             {"path": "demographics.age", "value": "41", "source": "sampled"},
             {"path": "lifestyle_and_routine.diet", "value": "omnivore", "source": "sampled"},
-            {"path": "hobbies_and_interests.main_hobby", "value": "photography", "source": "sampled"},
+            {
+                "path": "hobbies_and_interests.main_hobby",
+                "value": "photography",
+                "source": "sampled",
+            },
         ],
     }
 
@@ -41,7 +45,8 @@ def expected_answer(probe: dict, timeline) -> set[str]:
         return {
             timeline.state_at(s.index)[path]
             for s in timeline.sessions[: j + 1]
-            if s.timestamp.strftime("%Y-%m-%d") in probe["question"] and s.topic in probe["question"]
+            if s.timestamp.strftime("%Y-%m-%d") in probe["question"]
+            and s.topic in probe["question"]
             for path in s.stated
         }
     latest = updates[-1]

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 from datetime import UTC, datetime
 
@@ -78,7 +79,7 @@ def test_dates_strictly_increase_and_are_utc():
         stamps = [s.timestamp for s in timeline.sessions]
         assert all(t.tzinfo is not None and t.utcoffset().total_seconds() == 0 for t in stamps)
         assert all(t.microsecond == 0 for t in stamps)
-        assert all(a < b for a, b in zip(stamps, stamps[1:], strict=False))
+        assert all(a < b for a, b in itertools.pairwise(stamps))
 
 
 def test_first_session_is_not_before_start_and_naive_start_means_utc():
@@ -161,7 +162,7 @@ def test_topics_cover_at_least_twelve_kinds():
 def test_consecutive_sessions_have_different_topics():
     timeline = build_timeline(persona(1), sessions=60, seed=1)
     topics = [s.topic for s in timeline.sessions]
-    assert all(a != b for a, b in zip(topics, topics[1:], strict=False))
+    assert all(a != b for a, b in itertools.pairwise(topics))
 
 
 def test_a_changed_preference_is_stated_in_the_session_after_the_change():
