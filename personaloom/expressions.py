@@ -5,9 +5,11 @@ Grammar:
     expr    := and ("or" and)*
     and     := not ("and" not)*
     not     := "not" not | compare
-    compare := operand (("=="|"!="|"<"|"<="|">"|">=") operand | ["not"] "in" list)
+    compare := sum (("=="|"!="|"<"|"<="|">"|">=") sum | ["not"] "in" list)
              | "(" expr ")"
-    operand := NUMBER | STRING | PATH | WORD
+    sum     := term (("+"|"-") term)*          (numbers only)
+    term    := atom (("*"|"/") atom)*
+    atom    := NUMBER | STRING | PATH | WORD | "-" atom | "(" sum ")"
     list    := "[" [item ("," item)*] "]"      item := NUMBER | STRING | WORD
 
 A dotted name (`demographics.age`) is an attribute path; a bare word without a dot
@@ -32,9 +34,9 @@ import numpy as np
 
 _TOKEN = re.compile(
     r"""\s*(?:
-      (?P<num>-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)
+      (?P<num>\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)
     | (?P<str>'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")
-    | (?P<op>==|!=|<=|>=|<|>|\(|\)|\[|\]|,)
+    | (?P<op>==|!=|<=|>=|<|>|\(|\)|\[|\]|,|\+|-|\*|/)
     | (?P<name>[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)
     )""",
     re.VERBOSE,
@@ -58,10 +60,20 @@ class Literal:
 
 
 @dataclass(frozen=True)
+class Arith:
+    op: str  # + - * /
+    left: Value
+    right: Value
+
+
+Value = Path | Literal | Arith
+
+
+@dataclass(frozen=True)
 class Compare:
     op: str
-    left: Path | Literal
-    right: Path | Literal
+    left: Value
+    right: Value
 
 
 @dataclass(frozen=True)
@@ -156,7 +168,7 @@ class _Parser:
             return Not(self.parse_not())
         return self.parse_compare()
 
-    def operand(self) -> Path | Literal:
+    def atom(self) -> Value:
         tok = self.take()
         if tok[0] == "num" or tok[0] == "str":
             return Literal(tok[1])
@@ -164,23 +176,53 @@ class _Parser:
             return Path(tok[1]) if "." in tok[1] else Literal(tok[1])
         if tok[0] == "kw" and tok[1] in ("true", "false"):
             return Literal(tok[1])
+        if tok[:2] == ("op", "-"):
+            inner = self.atom()
+            if isinstance(inner, Literal) and isinstance(inner.value, float):
+                return Literal(-inner.value)
+            return Arith("-", Literal(0.0), inner)
+        if tok[:2] == ("op", "("):
+            inner = self.parse_sum()
+            self.expect("op", ")")
+            return inner
         raise ExprError(
             f"expected a value or attribute path at column {tok[2]}, found {_show(tok)}"
         )
 
+    def parse_term(self) -> Value:
+        left = self.atom()
+        while self.peek()[0] == "op" and self.peek()[1] in ("*", "/"):
+            op = self.take()[1]
+            left = Arith(op, left, self.atom())
+        return left
+
+    def parse_sum(self) -> Value:
+        left = self.parse_term()
+        while self.peek()[0] == "op" and self.peek()[1] in ("+", "-"):
+            op = self.take()[1]
+            left = Arith(op, left, self.parse_term())
+        return left
+
     def parse_compare(self) -> Node:
         if self.peek()[:2] == ("op", "("):
-            self.take()
-            node = self.parse_or()
-            self.expect("op", ")")
-            return node
+            saved = self.i
+            try:
+                self.take()
+                node = self.parse_or()
+                self.expect("op", ")")
+                nxt = self.peek()
+                if not (nxt[0] == "op" and nxt[1] in _COMPARE | {"+", "-", "*", "/"}):
+                    return node
+            except ExprError:
+                pass
+            self.i = saved  # a parenthesised arithmetic operand, e.g. (a.x + 1) > 2
         start = self.peek()
-        left = self.operand()
+        left = self.parse_sum()
         tok = self.peek()
         if tok[0] == "op" and tok[1] in _COMPARE:
             self.take()
-            right = self.operand()
-            if not isinstance(left, Path) and not isinstance(right, Path):
+            right = self.parse_sum()
+            if not _has_path(left) and not _has_path(right):
                 raise ExprError(f"comparison at column {start[2]} names no attribute path")
             return Compare(tok[1], left, right)
         negate = False
@@ -227,14 +269,22 @@ def parse(text: str) -> Node:
     return _Parser(text).parse()
 
 
+def _has_path(v: Value) -> bool:
+    if isinstance(v, Path):
+        return True
+    if isinstance(v, Arith):
+        return _has_path(v.left) or _has_path(v.right)
+    return False
+
+
 def paths(node: Node) -> list[str]:
     """Attribute paths named by the expression, in order of appearance, without repeats."""
     seen: dict[str, None] = {}
 
-    def walk(n: Node | Path | Literal) -> None:
+    def walk(n: Node | Value) -> None:
         if isinstance(n, Path):
             seen.setdefault(n.name, None)
-        elif isinstance(n, Compare):
+        elif isinstance(n, Arith | Compare):
             walk(n.left)
             walk(n.right)
         elif isinstance(n, In):
@@ -271,16 +321,39 @@ def _literal_text(value: str | float) -> str:
     return str(value)
 
 
+def _show_value(v: Value) -> str:
+    if isinstance(v, Path):
+        return v.name
+    if isinstance(v, Literal):
+        return repr(_literal_text(v.value)) if isinstance(v.value, str) else _literal_text(v.value)
+    return f"({_show_value(v.left)} {v.op} {_show_value(v.right)})"
+
+
 def check(node: Node, resolve: Callable[[str], AttrInfo | str]) -> list[str]:
     """Type errors of the expression; `resolve` returns an AttrInfo or an error message."""
     errors: list[str] = []
 
-    def info(p: Path) -> AttrInfo | None:
-        got = resolve(p.name)
-        if isinstance(got, str):
-            errors.append(got)
+    def vtype(v: Value) -> tuple[str, AttrInfo | None] | None:
+        """("numeric" | "text" | "categorical", info) or None after an error."""
+        if isinstance(v, Literal):
+            return ("numeric" if isinstance(v.value, float) else "text", None)
+        if isinstance(v, Path):
+            got = resolve(v.name)
+            if isinstance(got, str):
+                errors.append(got)
+                return None
+            return (got.kind, got)
+        a, b = vtype(v.left), vtype(v.right)
+        if a is None or b is None:
             return None
-        return got
+        for side, t in ((v.left, a), (v.right, b)):
+            if t[0] != "numeric":
+                hint = (
+                    " (quote text containing '-', e.g. 'self-employed')" if t[0] == "text" else ""
+                )
+                errors.append(f"arithmetic needs numbers: {_show_value(side)} is {t[0]}{hint}")
+                return None
+        return ("numeric", None)
 
     def literal_ok(attr: AttrInfo, path: str, lit: Literal) -> None:
         if attr.kind == "numeric":
@@ -297,30 +370,41 @@ def check(node: Node, resolve: Callable[[str], AttrInfo | str]) -> list[str]:
         elif isinstance(n, Not):
             walk(n.item)
         elif isinstance(n, In):
-            attr = info(n.path)
-            if attr is not None:
+            t = vtype(n.path)
+            if t is not None:
+                assert t[1] is not None
                 for lit in n.items:
-                    literal_ok(attr, n.path.name, lit)
+                    literal_ok(t[1], n.path.name, lit)
         elif isinstance(n, Compare):
-            sides = [s for s in (n.left, n.right) if isinstance(s, Path)]
-            infos = [info(p) for p in sides]
-            if any(i is None for i in infos):
+            a, b = vtype(n.left), vtype(n.right)
+            if a is None or b is None:
                 return
-            if len(sides) == 2:
-                if any(i.kind != "numeric" for i in infos):  # type: ignore[union-attr]
+            kinds = {a[0], b[0]}
+            if kinds == {"numeric"}:
+                return
+            if "categorical" in kinds and n.op not in ("==", "!="):
+                errors.append(
+                    f"{_show_value(n.left)} {n.op} {_show_value(n.right)}: categorical values take == != or in"
+                )
+                return
+            if a[0] == b[0] == "categorical":
+                assert a[1] is not None and b[1] is not None
+                if a[1].values != b[1].values:
                     errors.append(
-                        f"{sides[0].name} {n.op} {sides[1].name}: only numeric attributes "
-                        "can be compared with each other"
+                        f"{_show_value(n.left)} {n.op} {_show_value(n.right)}: categorical attributes "
+                        "can only be compared when they have the same values"
                     )
                 return
-            attr = infos[0]
-            assert attr is not None
-            lit = n.left if isinstance(n.left, Literal) else n.right
-            assert isinstance(lit, Literal)
-            if attr.kind == "categorical" and n.op not in ("==", "!="):
-                errors.append(f"{sides[0].name} is categorical: use == != or in, not {n.op}")
-            else:
-                literal_ok(attr, sides[0].name, lit)
+            if kinds == {"categorical", "text"} or kinds == {"categorical", "numeric"}:
+                cat, lit = (n.left, n.right) if a[0] == "categorical" else (n.right, n.left)
+                if isinstance(cat, Path) and isinstance(lit, Literal):
+                    info = a[1] if a[0] == "categorical" else b[1]
+                    assert info is not None
+                    literal_ok(info, cat.name, lit)
+                    return
+            errors.append(
+                f"{_show_value(n.left)} {n.op} {_show_value(n.right)}: compares {a[0]} with {b[0]}"
+            )
 
     walk(node)
     return errors
@@ -329,13 +413,17 @@ def check(node: Node, resolve: Callable[[str], AttrInfo | str]) -> list[str]:
 Rows = slice | np.ndarray
 Compiled = Callable[[np.ndarray, Rows], np.ndarray]
 
-_NP_OPS: dict[str, Callable[[Any, Any], np.ndarray]] = {
+_NP_OPS: dict[str, Callable[[Any, Any], Any]] = {
     "==": np.equal,
     "!=": np.not_equal,
     "<": np.less,
     "<=": np.less_equal,
     ">": np.greater,
     ">=": np.greater_equal,
+    "+": np.add,
+    "-": np.subtract,
+    "*": np.multiply,
+    "/": np.divide,
 }
 
 
@@ -347,6 +435,19 @@ def compile_batch(node: Node, resolve: Callable[[str], AttrInfo]) -> tuple[Compi
     named attribute present). Returns the function and the columns it reads. `node` must
     have passed `check`.
     """
+
+    def value(v: Value, as_code_of: AttrInfo | None = None) -> Callable[[np.ndarray, Rows], Any]:
+        if isinstance(v, Path):
+            col = resolve(v.name).column
+            return lambda V, rows: V[rows, col]
+        if isinstance(v, Literal):
+            if as_code_of is not None:
+                x = float(as_code_of.code(v.value))  # type: ignore[arg-type]
+            else:
+                x = float(v.value)
+            return lambda V, rows: x
+        fa, fb, fn = value(v.left), value(v.right), _NP_OPS[v.op]
+        return lambda V, rows: fn(fa(V, rows), fb(V, rows))
 
     def build(n: Node) -> Compiled:
         if isinstance(n, BoolOp):
@@ -387,20 +488,17 @@ def compile_batch(node: Node, resolve: Callable[[str], AttrInfo]) -> tuple[Compi
             return lambda V, rows: np.isin(V[rows, col], targets) != neg
         assert isinstance(n, Compare)
         fn = _NP_OPS[n.op]
-        if isinstance(n.left, Path) and isinstance(n.right, Path):
-            a, b = resolve(n.left.name).column, resolve(n.right.name).column
-            return lambda V, rows: fn(V[rows, a], V[rows, b])
-        if isinstance(n.left, Path):
-            attr, lit, flip = resolve(n.left.name), n.right, False
-        else:
-            assert isinstance(n.right, Path)
-            attr, lit, flip = resolve(n.right.name), n.left, True
-        assert isinstance(lit, Literal)
-        col = attr.column
-        value = float(attr.code(lit.value)) if attr.kind == "categorical" else float(lit.value)  # type: ignore[arg-type]
-        if flip:
-            return lambda V, rows: fn(value, V[rows, col])
-        return lambda V, rows: fn(V[rows, col], value)
+        cat: AttrInfo | None = None
+        for side in (n.left, n.right):
+            if isinstance(side, Path) and resolve(side.name).kind == "categorical":
+                cat = resolve(side.name)
+        fa, fb = value(n.left, cat), value(n.right, cat)
+
+        def f_cmp(V: np.ndarray, rows: Rows) -> np.ndarray:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                return np.asarray(fn(fa(V, rows), fb(V, rows)), dtype=bool)
+
+        return f_cmp
 
     body = build(node)
     columns = sorted({resolve(p).column for p in paths(node)})
@@ -419,10 +517,15 @@ def evaluate(node: Node, values: Mapping[str, str | float]) -> bool | None:
     if any(p not in values for p in paths(node)):
         return None
 
-    def val(x: Path | Literal) -> str | float:
+    def val(x: Value) -> str | float:
         if isinstance(x, Literal):
             return x.value
-        return values[x.name]
+        if isinstance(x, Path):
+            return values[x.name]
+        a, b = float(val(x.left)), float(val(x.right))
+        if x.op == "/" and b == 0:
+            return float("nan")
+        return float(_NP_OPS[x.op](a, b))
 
     def same(a: str | float, b: str | float) -> bool:
         if isinstance(a, str) or isinstance(b, str):

@@ -21,6 +21,7 @@ of `personaloom.expressions` (no eval).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -196,22 +197,30 @@ def check_rules(rules: list[Rule], tax: Taxonomy) -> list[str]:
     return problems
 
 
-def _rule_files(source: str | Path | Iterable[str | Path]) -> list[Path]:
-    if isinstance(source, str | Path):
-        items = [Path(source)]
-    else:
-        items = [Path(s) for s in source]
-    files: list[Path] = []
+def _rule_files(source: str | Path | Iterable[str | Path]) -> list[tuple[Path, bool]]:
+    """(file, named explicitly) for every YAML file of the sources, folders expanded."""
+    items = [Path(source)] if isinstance(source, str | Path) else [Path(s) for s in source]
+    files: list[tuple[Path, bool]] = []
     for item in items:
         if item.is_dir():
-            files.extend(
-                sorted(p for p in item.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+            found = sorted(
+                p for p in item.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file()
             )
+            files.extend((p, False) for p in found)
         elif item.is_file():
-            files.append(item)
+            files.append((item, True))
         else:
             raise UserError(f"{item}: no such rule file or folder")
     return files
+
+
+_TAXONOMY_KEY = re.compile(r"^taxonomy\s*:\s*['\"]?([^'\"#\s]+)", re.MULTILINE)
+
+
+def _declared_taxonomy(text: str) -> str | None:
+    """The top-level `taxonomy:` of a rule file, read without parsing (None if absent)."""
+    m = _TAXONOMY_KEY.search(text)
+    return m.group(1) if m else None
 
 
 def parse_rules(text: str, source: str = "<memory>") -> tuple[list[Rule], list[str]]:
@@ -322,21 +331,26 @@ def parse_rules(text: str, source: str = "<memory>") -> tuple[list[Rule], list[s
 def load_rules(
     source: str | Path | Iterable[str | Path], taxonomy: Taxonomy | None = None
 ) -> RuleSet:
-    """Rules from files and/or folders (`*.yaml` in a folder; critic `.py` files are ignored).
+    """Rules from files and/or folders.
 
+    In a folder, a YAML file is a rule file when it declares a top-level `taxonomy:` or its
+    name starts with `rules`; other files (critic settings, `critics/*.py`) are left alone.
     With `taxonomy`, only rule files declaring its name are kept and every rule is checked
     against it. Raises RuleFileError listing all problems, each `file:line: rule: message`.
     """
     problems: list[str] = []
     rules: list[Rule] = []
-    for path in _rule_files(source):
+    for path, explicit in _rule_files(source):
         try:
             text = path.read_text(encoding="utf-8")
         except OSError as exc:
             raise UserError(f"{path}: cannot read rule file ({exc.strerror or exc})") from None
+        declared = _declared_taxonomy(text)
+        if not explicit and declared is None and not path.name.startswith("rules"):
+            continue  # another validator config (e.g. critics.yaml), not a rule file
+        if taxonomy is not None and declared is not None and declared != taxonomy.name:
+            continue  # rules for another taxonomy
         got, errs = parse_rules(text, str(path))
-        if taxonomy is not None and got and got[0].taxonomy != taxonomy.name:
-            continue
         problems.extend(errs)
         rules.extend(got)
     if taxonomy is not None and not problems:

@@ -256,6 +256,8 @@ def parse_taxonomy(text: str, source: str = "<memory>") -> Taxonomy:
 class _Loader:
     def __init__(self, source: str) -> None:
         self.source = source
+        self.bad_rows: set[tuple[str, str]] = set()  # rows already reported
+        self.integer = False  # is the numeric leaf being read integer-valued?
         self.problems: list[tuple[int, str, str]] = []
 
     def err(self, line: int | None, path: str, message: str) -> None:
@@ -585,6 +587,7 @@ class _Loader:
             )
             return
         # numeric
+        self.integer = node.get("integer", False) is True
         spec = self.numeric_spec(node, path, None, required="table" not in node)
         table = {}
         if "table" in node:
@@ -759,6 +762,7 @@ class _Loader:
                         self.err(
                             kline, f"{path}.table[{k}]", f"{v!r} is not one of the leaf's values"
                         )
+                        self.bad_rows.add((path, k))
                     else:
                         domain.append(v)
             rows[k] = dict(zip(vals, ws, strict=True))
@@ -787,7 +791,10 @@ class _Loader:
                 if low > high:
                     self.err(rline, path, f"inverted range [{r[0]}, {r[1]}] (min > max)")
                     ok = False
-                elif low == high:
+                elif self.integer and math.ceil(low) > math.floor(high):
+                    self.err(rline, path, f"empty range [{r[0]}, {r[1]}] (no whole number in it)")
+                    ok = False
+                elif low == high and not self.integer:
                     self.err(rline, path, f"empty range [{r[0]}, {r[1]}] (min == max)")
                     ok = False
         elif low is None:
@@ -1091,7 +1098,7 @@ class _Loader:
                 )
         if leaf.kind == "categorical":
             for k, row in leaf.table.items():
-                if sum(row) <= 0:
+                if sum(row) <= 0 and (leaf.path, k) not in self.bad_rows:
                     self.err(
                         self.row_lines.get((leaf.path, k), leaf.line),
                         f"{leaf.path}.table[{k}]",
