@@ -1,0 +1,1 @@
+"""Test helpers for the card, release and consumer tests (real Parquet, real git)."""
