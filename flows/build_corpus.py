@@ -7,6 +7,7 @@ batch number as arguments. `personaloom generate` runs the same flow in-process.
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,16 @@ def persona_batch(out: str, batch: int) -> dict[str, Any]:
 @task(name="finalize")
 def finalize(out: str) -> dict[str, Any]:
     return pipeline.finalize(pipeline.load_run(Path(out)))
+
+
+def resolve_dated(out: str, seed: int) -> tuple[str, int]:
+    """Scheduled runs: `{date}` in `out` and a negative seed take the run's UTC date."""
+    today = datetime.now(UTC)
+    if "{date}" in out:
+        out = out.replace("{date}", today.strftime("%Y-%m-%d"))
+    if seed < 0:
+        seed = int(today.strftime("%Y%m%d"))
+    return out, seed
 
 
 def _eta(done: int, total: int, started: float) -> str:
@@ -61,6 +72,7 @@ def build_corpus(
     restart: bool = False,
 ) -> dict[str, Any]:
     logger = get_run_logger()
+    out, seed = resolve_dated(out, seed)
     config = RunConfig.from_dict(
         {
             "taxonomy": taxonomy,
@@ -82,8 +94,16 @@ def build_corpus(
     batches = run.batches()
     total = sum(len(b) for b in batches)
     done_ids = sum(len(batches[b]) for b in run.state.completed() if b < len(batches))
-    logger.info("run %s: %d personas in %d batches, %d already done", run.fingerprint, total, len(batches), done_ids)
-    progress = create_progress_artifact(progress=100.0 * done_ids / max(total, 1), description="personas done")
+    logger.info(
+        "run %s: %d personas in %d batches, %d already done",
+        run.fingerprint,
+        total,
+        len(batches),
+        done_ids,
+    )
+    progress = create_progress_artifact(
+        progress=100.0 * done_ids / max(total, 1), description="personas done"
+    )
     started, new = time.perf_counter(), 0
     for b, ids in enumerate(batches):
         if run.state.is_done(b):
@@ -93,7 +113,12 @@ def build_corpus(
         done_ids += len(ids)
         logger.info(
             "personas %d/%d (%d%%) kept %d in batch %d, %s",
-            done_ids, total, 100 * done_ids // max(total, 1), summary["personas"], b, _eta(new, total - done_ids + new, started),
+            done_ids,
+            total,
+            100 * done_ids // max(total, 1),
+            summary["personas"],
+            b,
+            _eta(new, total - done_ids + new, started),
         )
         update_progress_artifact(progress, progress=100.0 * done_ids / max(total, 1))
     result = finalize(out)

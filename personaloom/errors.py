@@ -15,7 +15,9 @@ class RunError(Exception):
     """A failure during a run (engine down, disk full...). Exit code 1; run state is kept."""
 
 
-def format_location(file: str | None = None, line: int | None = None, path: str | None = None) -> str:
+def format_location(
+    file: str | None = None, line: int | None = None, path: str | None = None
+) -> str:
     """`file:line: path` prefix used by every user-facing error."""
     parts: list[str] = []
     if file:

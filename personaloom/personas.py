@@ -52,7 +52,9 @@ class PersonaDraft:
         ]
 
     def record(self, model: str) -> dict[str, Any]:
-        narrative = "\n\n".join(self.sections[name] for name in NARRATIVE_SECTIONS if name in self.sections)
+        narrative = "\n\n".join(
+            self.sections[name] for name in NARRATIVE_SECTIONS if name in self.sections
+        )
         return {
             "persona_id": self.persona_id,
             "seed": self.seed,
@@ -92,7 +94,9 @@ def section_schema(leaves: Sequence[Any], max_length: int) -> dict[str, Any]:
     keys = [_unique_keys(leaves)[i] for i in range(len(leaves))]
     return {
         "type": "object",
-        "properties": {k: {"type": "string", "minLength": 2, "maxLength": max_length} for k in keys},
+        "properties": {
+            k: {"type": "string", "minLength": 2, "maxLength": max_length} for k in keys
+        },
         "required": keys,
         "additionalProperties": False,
     }

@@ -24,6 +24,7 @@ from personaloom import schema as S
 from personaloom.config import RunConfig
 from personaloom.engine import EngineSpec, get_engine
 from personaloom.errors import UserError
+from personaloom.faults import checkpoint
 from personaloom.personas import PersonaDraft, enrich, narrate
 from personaloom.project import Project
 from personaloom.prompts import PromptLibrary
@@ -72,27 +73,33 @@ class Run:
 
 # -- content loading (cached per process: tasks reload a run by folder) --------------------
 @functools.lru_cache(maxsize=4)
-def _taxonomy(path: str, mtime: float):  # noqa: ANN202
+def _taxonomy(path: str, mtime: float):
     from personaloom.taxonomy import load_taxonomy
 
     return load_taxonomy(Path(path))
 
 
-def load_taxonomy_cached(path: Path):  # noqa: ANN201
+def load_taxonomy_cached(path: Path):
     return _taxonomy(str(path), path.stat().st_mtime)
 
 
+RULE_FILES = "rules*.y*ml"  # validators/rules*.yaml; other YAML there configures critics
+
+
 @functools.lru_cache(maxsize=4)
-def _rules(folder: str, taxonomy_name: str, stamp: tuple):  # noqa: ANN202
-    from personaloom.rules import load_rules
+def _rules(files: tuple[str, ...], taxonomy_path: str, stamp: tuple):  # noqa: ANN202
+    from personaloom.rules import RuleSet, load_rules
 
-    return load_rules(Path(folder), taxonomy=taxonomy_name)
+    if not files:
+        return RuleSet.empty()
+    return load_rules([Path(f) for f in files], taxonomy=load_taxonomy_cached(Path(taxonomy_path)))
 
 
-def load_rules_cached(project: Project, taxonomy_name: str):  # noqa: ANN201
-    folder = project.validators
-    stamp = tuple(sorted((p.name, p.stat().st_mtime) for p in folder.glob("*.y*ml"))) if folder.is_dir() else ()
-    return _rules(str(folder), taxonomy_name, stamp)
+def load_rules_cached(project: Project, taxonomy_path: Path):  # noqa: ANN201
+    """Rule files `validators/rules*.yaml` that declare this taxonomy's name."""
+    files = sorted(project.validators.glob(RULE_FILES)) if project.validators.is_dir() else []
+    stamp = tuple((p.name, p.stat().st_mtime) for p in files)
+    return _rules(tuple(str(p) for p in files), str(taxonomy_path), stamp)
 
 
 def content_hashes(project: Project, taxonomy_path: Path) -> dict[str, str]:
@@ -108,7 +115,13 @@ def content_hashes(project: Project, taxonomy_path: Path) -> dict[str, str]:
     return {
         "taxonomy": digest([taxonomy_path]),
         "prompts": digest(list(project.prompts.glob("*.j2"))),
-        "validators": digest([p for p in project.validators.rglob("*") if p.is_file() and p.suffix in {".yaml", ".yml", ".py"}])
+        "validators": digest(
+            [
+                p
+                for p in project.validators.rglob("*")
+                if p.is_file() and p.suffix in {".yaml", ".yml", ".py"}
+            ]
+        )
         if project.validators.is_dir()
         else "",
     }
@@ -131,7 +144,7 @@ def prepare(
     project = Project.locate(project_dir)
     taxonomy_path = project.taxonomy_path(config.taxonomy)
     taxonomy = load_taxonomy_cached(taxonomy_path)
-    load_rules_cached(project, taxonomy.name)
+    load_rules_cached(project, taxonomy_path)
     _check_prompts(project)
     EngineSpec(engine=config.engine, model=config.model, base_url=config.base_url).validate()
     if config.quotas:
@@ -172,6 +185,7 @@ def prepare(
         }
     )
     state.write_manifest(manifest)
+    state.log_event("prepare", restart=restart)
     return run
 
 
@@ -202,23 +216,24 @@ def load_run(out: Path) -> Run:
 
 # -- one batch -------------------------------------------------------------------------
 def sample_drafts(run: Run, ids: list[int]) -> tuple[list[PersonaDraft], list[dict[str, Any]]]:
-    from personaloom.sampling import SamplingSettings, sample_skeleton
+    from personaloom.sampling import sample_skeletons
 
     taxonomy = load_taxonomy_cached(run.taxonomy_path)
-    rules = load_rules_cached(run.project, taxonomy.name)
-    settings = SamplingSettings.preset(run.config.preset)
+    rules = load_rules_cached(run.project, run.taxonomy_path)
     quota_plan = None
     if run.config.quotas:
         from personaloom.quotas import plan_quotas
 
-        quota_plan = plan_quotas(taxonomy, run.config.quotas, n=run.config.personas, seed=run.config.seed)
-    drafts, rejected = [], []
-    for i in ids:
-        sk = sample_skeleton(
-            taxonomy, seed=run.config.seed, index=i, settings=settings, rules=rules, quota_plan=quota_plan
+        quota_plan = plan_quotas(
+            taxonomy, run.config.quotas, n=run.config.personas, seed=run.config.seed
         )
+    drafts, rejected = [], []
+    skeletons = sample_skeletons(
+        taxonomy, run.config.seed, ids, run.config.preset, rules=rules, quota_plan=quota_plan
+    )
+    for sk in skeletons:
         draft = PersonaDraft(
-            index=i,
+            index=sk.index,
             seed=run.config.seed,
             taxonomy=taxonomy.ref,
             sampled=list(sk.attributes),
@@ -254,7 +269,9 @@ def run_batch(run: Run, batch: int) -> dict[str, Any]:
     drafts, rejected = sample_drafts(run, ids)
     seed = run.config.seed
     rejected += enrich(engine, prompts, drafts, seed=seed, max_tokens=run.config.max_tokens_section)
-    rejected += narrate(engine, prompts, drafts, seed=seed, max_tokens=run.config.max_tokens_narrative)
+    rejected += narrate(
+        engine, prompts, drafts, seed=seed, max_tokens=run.config.max_tokens_narrative
+    )
     personas = [d.record(engine.model_name) for d in drafts if d.rejected is None]
     tables = {
         "personas": to_table(personas, S.PERSONAS),
@@ -270,6 +287,8 @@ def run_batch(run: Run, batch: int) -> dict[str, Any]:
         "seconds": round(seconds, 3),
     }
     state.write_batch(batch, tables, summary)
+    state.log_event("batch_done", batch=batch, personas=len(personas))
+    checkpoint(f"after-batch-{batch}")
     return summary
 
 
@@ -289,12 +308,15 @@ def finalize(run: Run) -> dict[str, Any]:
         else S.REJECTED.empty_table()
     )
     write_shards(personas, run.out / "personas")
+    checkpoint("finalize-after-shards")
     seconds = sum(s["seconds"] for s in summaries)
     tokens = sum(s["output_tokens"] for s in summaries)
     counts = {
         "personas_requested": len(run.persona_ids()),
         "personas_kept": personas.num_rows,
-        "personas_rejected": int(sum(1 for k in rejected.column("kind").to_pylist() if k == "persona")),
+        "personas_rejected": int(
+            sum(1 for k in rejected.column("kind").to_pylist() if k == "persona")
+        ),
         "rejected_records": rejected.num_rows,
     }
     manifest = state.update_manifest(
@@ -322,11 +344,25 @@ def _write_card(out: Path, manifest: dict[str, Any]) -> None:
 def _minimal_card(out: Path, manifest: dict[str, Any]) -> Path:
     from personaloom.shards import write_text_atomic
 
-    configs = [c for c in ("personas", "conversations", "probes") if any((out / c).glob("train-*.parquet"))]
+    configs = [
+        c for c in ("personas", "conversations", "probes") if any((out / c).glob("train-*.parquet"))
+    ]
     lines = ["---", "configs:"]
     for c in configs:
-        lines += [f"- config_name: {c}", "  data_files:", "  - split: train", f"    path: {c}/train-*.parquet"]
-    lines += ["tags:", "- synthetic", "---", "", f"# Synthetic personas ({manifest.get('taxonomy')})", ""]
+        lines += [
+            f"- config_name: {c}",
+            "  data_files:",
+            "  - split: train",
+            f"    path: {c}/train-*.parquet",
+        ]
+    lines += [
+        "tags:",
+        "- synthetic",
+        "---",
+        "",
+        f"# Synthetic personas ({manifest.get('taxonomy')})",
+        "",
+    ]
     path = out / "README.md"
     write_text_atomic(path, "\n".join(lines) + "\n")
     return path

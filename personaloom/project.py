@@ -19,10 +19,10 @@ CONTENT_DIRS = ("flows", "taxonomies", "prompts", "validators")
 def packaged_root() -> Path:
     """Root holding the default content: the checkout in development, `_defaults/` in a wheel."""
     here = Path(__file__).resolve().parent
-    bundled = here / "_defaults"
-    if (bundled / "taxonomies").is_dir():
-        return bundled
-    return here.parent
+    checkout = here.parent
+    if (checkout / "pyproject.toml").is_file() and (checkout / "taxonomies").is_dir():
+        return checkout
+    return here / "_defaults"
 
 
 @dataclass(frozen=True)

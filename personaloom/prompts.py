@@ -51,7 +51,9 @@ class PromptLibrary:
         except jinja2.TemplateNotFound:
             raise PromptError(f"{file}: prompt template not found") from None
         except jinja2.TemplateSyntaxError as exc:
-            raise PromptError(f"{file}:{exc.lineno}: template syntax error: {exc.message}") from None
+            raise PromptError(
+                f"{file}:{exc.lineno}: template syntax error: {exc.message}"
+            ) from None
 
     def render(self, name: str, **variables: Any) -> str:
         template = self.template(name)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,23 @@ class RunState:
                 for shard in folder.glob("train-*.parquet"):
                     shard.unlink()
 
+    # -- events: an append-only log of what each invocation did ---------------------------
+    @property
+    def events_path(self) -> Path:
+        return self.root / "events.jsonl"
+
+    def log_event(self, event: str, **fields: Any) -> None:
+        record = {"event": event, "pid": os.getpid(), "time": time.time(), **fields}
+        with open(self.events_path, "a") as handle:
+            handle.write(redact(json.dumps(record, sort_keys=True, default=str)) + "\n")
+
+    def events(self) -> list[dict[str, Any]]:
+        if not self.events_path.exists():
+            return []
+        lines = self.events_path.read_text().splitlines()
+        # a kill mid-append can leave one torn last line: ignore it
+        return [json.loads(line) for line in lines if line.strip().endswith("}")]
+
     # -- batches -----------------------------------------------------------------------
     def batch_file(self, batch: int, kind: str) -> Path:
         return self.batches / f"b{batch:06d}.{kind}.parquet"
@@ -82,7 +100,11 @@ class RunState:
 
     def write_batch(self, batch: int, tables: dict[str, pa.Table], summary: dict[str, Any]) -> None:
         for kind, table in tables.items():
-            target = self.rejected / f"b{batch:06d}.parquet" if kind == "rejected" else self.batch_file(batch, kind)
+            target = (
+                self.rejected / f"b{batch:06d}.parquet"
+                if kind == "rejected"
+                else self.batch_file(batch, kind)
+            )
             write_table_atomic(table, target)
         write_text_atomic(self.done_marker(batch), json.dumps(summary, sort_keys=True) + "\n")
 
@@ -100,7 +122,12 @@ class RunState:
     def clean_orphans(self) -> int:
         """Remove temporary files left by a killed writer."""
         removed = 0
-        for folder in (self.root, self.batches, self.rejected, *(self.out / c for c in ("personas", "conversations", "probes"))):
+        for folder in (
+            self.root,
+            self.batches,
+            self.rejected,
+            *(self.out / c for c in ("personas", "conversations", "probes")),
+        ):
             if folder.is_dir():
                 for tmp in folder.glob(".*.tmp"):
                     tmp.unlink(missing_ok=True)

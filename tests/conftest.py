@@ -18,6 +18,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Real vLLM, without torch.compile: the engine starts ~60 s sooner (see vllm_engine.py).
+os.environ.setdefault("PERSONALOOM_ENFORCE_EAGER", "1")
 
 import pytest  # noqa: E402
 

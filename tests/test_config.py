@@ -5,7 +5,9 @@ from personaloom.errors import UserError
 
 
 def test_run_config_round_trips_through_yaml():
-    config = RunConfig(personas=12, sessions=3, seed=7, shard=ShardSpec(index=1, count=3), quotas=["a.b=uniform"])
+    config = RunConfig(
+        personas=12, sessions=3, seed=7, shard=ShardSpec(index=1, count=3), quotas=["a.b=uniform"]
+    )
     assert RunConfig.from_yaml(config.to_yaml()) == config
 
 
@@ -26,7 +28,12 @@ def test_bad_shard_names_the_option(text):
 
 @pytest.mark.parametrize(
     ("field", "value", "option"),
-    [("personas", 0, "--personas"), ("sessions", 61, "--sessions"), ("engine", "tgi", "--engine"), ("turns", -1, "--turns")],
+    [
+        ("personas", 0, "--personas"),
+        ("sessions", 61, "--sessions"),
+        ("engine", "tgi", "--engine"),
+        ("turns", -1, "--turns"),
+    ],
 )
 def test_bad_option_values_name_the_option(field, value, option):
     with pytest.raises(UserError, match=option):

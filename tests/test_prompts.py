@@ -39,7 +39,7 @@ def test_sandbox_refuses_python_internals(tmp_path, attack):
 
 
 def test_missing_template_names_the_path(tmp_path):
-    with pytest.raises(PromptError, match="nope.j2: prompt template not found"):
+    with pytest.raises(PromptError, match=r"nope\.j2: prompt template not found"):
         PromptLibrary(tmp_path).render("nope")
 
 

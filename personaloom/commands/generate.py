@@ -12,22 +12,34 @@ from personaloom.config import RunConfig, ShardSpec
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("generate", help="generate a persona (and dialogue) corpus into a folder")
-    p.add_argument("--out", required=True, help="dataset folder to write (resumed if it holds the same run)")
+    p.add_argument(
+        "--out", required=True, help="dataset folder to write (resumed if it holds the same run)"
+    )
     p.add_argument("--taxonomy", default=None, help="taxonomy name in taxonomies/ or a YAML path")
     p.add_argument("--personas", type=int, default=None, help="persona ids 0..N-1 to generate")
-    p.add_argument("--sessions", type=int, default=None, help="conversation sessions per persona (0-60)")
+    p.add_argument(
+        "--sessions", type=int, default=None, help="conversation sessions per persona (0-60)"
+    )
     p.add_argument("--turns", type=int, default=None, help="user/assistant exchanges per session")
     p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--model", default=None, help="Hugging Face model name or path (default: embedded SmolLM2-135M)")
+    p.add_argument(
+        "--model",
+        default=None,
+        help="Hugging Face model name or path (default: embedded SmolLM2-135M)",
+    )
     p.add_argument("--model-cache", default=None, help="where the embedded model is converted to")
     p.add_argument("--engine", default=None, help="vllm (offline) or openai (HTTP)")
-    p.add_argument("--base-url", default=None, help="OpenAI-compatible endpoint for --engine openai")
+    p.add_argument(
+        "--base-url", default=None, help="OpenAI-compatible endpoint for --engine openai"
+    )
     p.add_argument("--critic-rounds", type=int, default=None)
     p.add_argument("--shard", default=None, help="k/n: this worker takes ids i with i mod n == k")
     p.add_argument("--preset", default=None, help="sampling preset: quick or deep")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--quota", action="append", default=[], metavar="PATH=SHARES")
-    p.add_argument("--config", default=None, help="YAML run config (options given here override it)")
+    p.add_argument(
+        "--config", default=None, help="YAML run config (options given here override it)"
+    )
     p.add_argument("--project", default=None, help="corpus project folder (default: current dir)")
     p.add_argument("--restart", action="store_true", help="discard an earlier run in --out")
     p.add_argument("--verbose", action="store_true", help="show engine and Prefect debug logs")
@@ -82,7 +94,11 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     # Validate everything (exit 2, nothing written) before Prefect or the engine start.
     prepared = pipeline.prepare(
-        config, out, project_dir=args.project, restart=args.restart, command=["personaloom", *sys.argv[1:]]
+        config,
+        out,
+        project_dir=args.project,
+        restart=args.restart,
+        command=["personaloom", *sys.argv[1:]],
     )
     configure_environment(verbose=args.verbose)
     flows = load_flow_module(Project.locate(args.project))
@@ -121,8 +137,11 @@ def _print_summary(out: Path, result: dict) -> None:
         if rows:
             record = rows[0]
             record["attributes"] = record["attributes"][:12] + (
-                [{"...": f"{len(record['attributes']) - 12} more"}] if len(record["attributes"]) > 12 else []
+                [{"...": f"{len(record['attributes']) - 12} more"}]
+                if len(record["attributes"]) > 12
+                else []
             )
             record.pop("sections", None)
+            record["scores"] = dict(record.get("scores") or [])
             print("sample record (personas):")
             print(json.dumps(record, indent=2, default=str, ensure_ascii=False))

