@@ -16,7 +16,8 @@ topic, the preferences the user stated (with the values in force then) and the f
 characters of the assistant's last answer; only the latest `MEMORY_DETAILED` sessions are
 shown in full, the `MEMORY_BRIEF` before them as date + topic, older ones as a count. The
 first session after a profile update carries the change (old value, new value, reason)
-in the user simulator's prompt, and its opening turn is asked to mention it;
+in the user simulator's prompt, and its opening turn is asked to mention it; an opening
+that does not name the new value is retried once (and the retry kept either way), and
 `update_mentions` measures how often the user's text actually names the new value.
 
 Outputs are cleaned (role prefixes stripped, cut where the model starts writing the other
@@ -79,6 +80,7 @@ class ConverseStats:
     engine_calls: int = 0
     updates: int = 0
     updates_mentioned: int = 0
+    mention_retries: int = 0  # openings retried because they skipped a profile update
     rejected_by_reason: dict[str, int] = field(default_factory=dict)
 
 
@@ -110,7 +112,9 @@ def clean_turn(text: str, *, truncated: bool = False) -> str:
     if match:
         text = text[: match.start()]
     text = text.strip()
-    if len(text) >= 2 and text[0] in _QUOTES and text[-1] in _QUOTES:
+    if text[:1] in _QUOTES and not any(q in text[1:] for q in _QUOTES):
+        text = text[1:].strip()
+    elif len(text) >= 2 and text[0] in _QUOTES and text[-1] in _QUOTES:
         text = text[1:-1].strip()
     if truncated:
         end = max(text.rfind(p) for p in (". ", "! ", "? ", ".\n", "!\n", "?\n"))
@@ -378,6 +382,7 @@ def _turn_step(
 ) -> None:
     """One side of turn `turn` for every live conversation: one engine call (+ one retry)."""
     pending = [c for c in batch if c.rejection is None]
+    fallback: dict[int, str] = {}
     for attempt in range(2):
         if not pending:
             return
@@ -394,10 +399,19 @@ def _turn_step(
         for c, completion in zip(pending, completions, strict=True):
             previous = c.turns[-1]["content"] if c.turns else None
             text, reason = _accept(completion, previous)
-            if text is not None:
+            must_mention = (
+                [u["new"] for u in c.variables["updates"]] if role == "user" and turn == 0 else []
+            )
+            if text is not None and all(mentions_value(text, v) for v in must_mention):
                 c.turns.append({"role": role, "content": text})
             elif attempt == 0:
+                # An opening that skips the update is usable but retried once for a better one.
+                if text is not None:
+                    fallback[id(c)] = text
+                    stats.mention_retries += 1
                 failed.append(c)
+            elif text is not None or id(c) in fallback:
+                c.turns.append({"role": role, "content": text or fallback[id(c)]})
             else:
                 c.reject(f"{role} turn {turn}: {reason} (after one retry)", completion.text)
         stats.retried += len(failed)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -68,7 +69,10 @@ def canned(request: GenerationRequest) -> str:
             }
         )
     side = "user" if "-user-" in request.request_id else "assistant"
-    return f"{side.title()}: canned words for {request.request_id}"
+    text = f"{side.title()}: canned words for {request.request_id}"
+    # A user turn does what it is told about profile updates, so bookkeeping tests see no retries.
+    told = re.search(r"is now (.+?) \(it used to be", request.messages[-1]["content"])
+    return f"{text}, now {told.group(1)}" if side == "user" and told else text
 
 
 def persona(index: int) -> dict:
@@ -276,7 +280,7 @@ def test_the_first_session_after_an_update_tells_the_user_simulator(prompts):
                 assert (
                     f"changed from {update.old} to {update.new}, because {update.reason}" in system
                 )
-                assert f"is now {update.new}" in instruction
+                assert f"is now {update.new} (it used to be {update.old})" in instruction
             if not session.updates:
                 assert "Changes since" not in system and "is now" not in instruction
     assert checked >= 3
@@ -295,6 +299,32 @@ def test_the_user_simulator_sees_the_state_in_force(prompts):
             for path, value in timeline.state_at(session.index).items():
                 if path in timeline.preferences:
                     assert f"- {timeline.label(path)}: {value}\n" in system + "\n"
+
+
+def test_an_opening_that_skips_the_update_is_retried_once_and_kept(prompts):
+    personas, timelines = batch(4, sessions=2, probability=1.0)
+    engine = RecordingEngine(lambda r: f"I need some help with this ({r.request_id}).")
+    stats = ConverseStats()
+    conversations, rejections = generate_sessions(
+        engine, prompts, personas, timelines, turns=1, seed=1, stats=stats
+    )
+    assert engine.batch_sizes == [4, 4, 4, 4, 4]  # session 1's openings retried as one call
+    assert engine.batches[3][0].request_id.endswith("-s01-t0-user-a1")
+    assert rejections == [] and len(conversations) == 8
+    assert stats.mention_retries == 4 and (stats.updates_mentioned, stats.updates) == (0, 4)
+    assert conversations[4]["turns"][0]["content"].endswith("-s01-t0-user-a1).")
+
+
+def test_an_opening_that_names_the_update_is_kept_without_retry(prompts):
+    personas, timelines = batch(4, sessions=2, probability=1.0)
+    engine = RecordingEngine()
+    stats = ConverseStats()
+    conversations, _ = generate_sessions(
+        engine, prompts, personas, timelines, turns=1, seed=1, stats=stats
+    )
+    assert engine.batch_sizes == [4] * 4
+    assert stats.mention_retries == 0 and (stats.updates_mentioned, stats.updates) == (4, 4)
+    assert update_mentions(conversations) == (4, 4)
 
 
 def test_memory_recalls_earlier_sessions(prompts):
@@ -374,6 +404,7 @@ def test_clean_turn_strips_prefixes_and_cuts_invented_turns():
     assert clean_turn("You: I need help.\nAssistant: Of course!\nUser: thanks") == "I need help."
     assert clean_turn("Try pasta. User: great idea") == "Try pasta."
     assert clean_turn('"Can you help me plan a trip?"') == "Can you help me plan a trip?"
+    assert clean_turn('"Dear assistant,\n\nI need a plan.') == "Dear assistant,\n\nI need a plan."
     assert clean_turn("One.\n\n\n\nTwo.") == "One.\n\nTwo."
 
 
@@ -448,7 +479,8 @@ def test_real_engine_sessions_are_valid_conversation_records(engine, prompts):
         engine, prompts, personas, timelines, turns=2, seed=1, max_tokens=64
     )
     assert len(conversations) + len(rejections) == 4
-    assert engine.stats.batch_sizes[before:][:2] == [2, 2] or len(rejections) > 0
+    sizes = engine.stats.batch_sizes[before:]
+    assert sizes[0] == 2 and all(1 <= n <= 2 for n in sizes)
     table = pa.Table.from_pylist(conversations, schema=CONVERSATIONS)
     assert table.num_rows == len(conversations)
     for record in conversations:

@@ -1,0 +1,199 @@
+"""Turn-synchronous dialogue generation vs one conversation at a time, same engine, same run.
+
+    python bench/conversations.py [--personas 16 --sessions 2 --turns 2 --max-tokens 96]
+
+Both modes generate the same conversations (same personas, timelines and request seeds);
+"turn-synchronous" sends turn k of every conversation as one engine call, "one at a time"
+runs `generate_sessions` per persona, so each engine call carries a single request.
+Prints a markdown table: engine calls, effective batch size (requests per call), output
+tokens, wall seconds, output tokens/s, and the ratio of the two throughputs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+from personaloom.conversations import ConverseStats, generate_sessions, update_mentions
+from personaloom.engine.base import GenerationRequest
+from personaloom.prompts import PromptLibrary
+from personaloom.timeline import build_timeline
+
+REPO = Path(__file__).resolve().parent.parent
+
+OCCUPATIONS = [
+    "nurse",
+    "software developer",
+    "farmer",
+    "teacher",
+    "accountant",
+    "chef",
+    "student",
+    "retired",
+]
+COUNTRIES = ["Brazil", "Kenya", "Germany", "India", "Canada", "Japan", "Mexico", "Poland"]
+DIETS = ["omnivore", "vegetarian", "vegan", "pescatarian"]
+HOBBIES = ["gardening", "photography", "chess", "hiking", "knitting", "football", "reading"]
+
+
+def make_personas(n: int, seed: int) -> list[dict[str, Any]]:
+    personas = []
+    for i in range(n):
+        age = 19 + (i * 7) % 60
+        personas.append(
+            {
+                "persona_id": f"bench{seed}-{i:04d}",
+                "seed": seed,
+                "index": i,
+                "taxonomy": "bench@1",
+                "attributes": [
+                    {"path": "demographics.age", "value": f"{age} years", "source": "sampled"},
+                    {
+                        "path": "demographics.location.country",
+                        "value": COUNTRIES[i % len(COUNTRIES)],
+                        "source": "sampled",
+                    },
+                    {
+                        "path": "career.occupation",
+                        "value": OCCUPATIONS[i % len(OCCUPATIONS)],
+                        "source": "sampled",
+                    },
+                    {
+                        "path": "lifestyle_and_routine.diet",
+                        "value": DIETS[i % len(DIETS)],
+                        "source": "sampled",
+                    },
+                    {
+                        "path": "hobbies_and_interests.main_hobby",
+                        "value": HOBBIES[i % len(HOBBIES)],
+                        "source": "sampled",
+                    },
+                ],
+                "narrative": "",
+                "sections": {},
+            }
+        )
+    return personas
+
+
+def run(engine, label: str, jobs, prompts, args) -> dict[str, Any]:
+    stats = engine.stats
+    calls, requests, tokens = stats.calls, stats.requests, stats.output_tokens
+    converse = ConverseStats()
+    conversations: list[dict[str, Any]] = []
+    rejections: list[dict[str, Any]] = []
+    started = time.perf_counter()
+    for personas, timelines in jobs:
+        made, rejected = generate_sessions(
+            engine,
+            prompts,
+            personas,
+            timelines,
+            turns=args.turns,
+            seed=args.seed,
+            mode=args.mode,
+            max_tokens=args.max_tokens,
+            stats=converse,
+        )
+        conversations += made
+        rejections += rejected
+    seconds = time.perf_counter() - started
+    calls, requests = stats.calls - calls, stats.requests - requests
+    tokens = stats.output_tokens - tokens
+    return {
+        "label": label,
+        "conversations": len(conversations),
+        "rejected": len(rejections),
+        "calls": calls,
+        "batch": requests / max(calls, 1),
+        "tokens": tokens,
+        "seconds": seconds,
+        "rate": tokens / seconds if seconds else 0.0,
+        "mentions": update_mentions(conversations),
+        "records": conversations,
+        "rejections": rejections,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--personas", type=int, default=16)
+    parser.add_argument("--sessions", type=int, default=2)
+    parser.add_argument("--turns", type=int, default=2)
+    parser.add_argument("--max-tokens", type=int, default=96)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--mode", default="turns", choices=["turns", "one_call"])
+    parser.add_argument("--update-probability", type=float, default=1.0)
+    parser.add_argument("--model", default=None, help="default: the embedded SmolLM2-135M")
+    parser.add_argument("--engine", default="vllm")
+    parser.add_argument("--skip-sequential", action="store_true")
+    parser.add_argument("--show", type=int, default=0, help="print this many conversations")
+    args = parser.parse_args()
+
+    from personaloom.engine import create_engine
+
+    options: dict[str, Any] = {"engine": args.engine}
+    if args.model:
+        options["model"] = args.model
+    engine = create_engine(**options)
+    # Warm-up so neither mode pays for the first requests.
+    engine.generate(
+        [
+            GenerationRequest(
+                f"warm-{i}", [{"role": "user", "content": "Say hello."}], max_tokens=8, seed=i
+            )
+            for i in range(4)
+        ]
+    )
+
+    prompts = PromptLibrary(REPO / "prompts")
+    personas = make_personas(args.personas, args.seed)
+    timelines = [
+        build_timeline(
+            p, sessions=args.sessions, seed=args.seed, update_probability=args.update_probability
+        )
+        for p in personas
+    ]
+    results = [run(engine, "turn-synchronous", [(personas, timelines)], prompts, args)]
+    if not args.skip_sequential:
+        jobs = [([p], [t]) for p, t in zip(personas, timelines, strict=True)]
+        results.append(run(engine, "one conversation at a time", jobs, prompts, args))
+
+    print(
+        f"\n{args.personas} personas x {args.sessions} sessions x {args.turns} turns, mode={args.mode}, "
+        f"max_tokens={args.max_tokens}, model={engine.model_name}\n"
+    )
+    print(
+        "| generation | conversations (rejected) | engine calls | effective batch size | output tokens | seconds | output tokens/s |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for r in results:
+        print(
+            f"| {r['label']} | {r['conversations']} ({r['rejected']}) | {r['calls']} | {r['batch']:.1f} | "
+            f"{r['tokens']} | {r['seconds']:.1f} | {r['rate']:.1f} |"
+        )
+    if len(results) == 2 and results[1]["rate"]:
+        print(
+            f"\nthroughput ratio (turn-synchronous / one at a time): {results[0]['rate'] / results[1]['rate']:.2f}x"
+        )
+    mentioned, total = results[0]["mentions"]
+    if total:
+        print(
+            f"updated preference named by the user in the session after the update: {mentioned}/{total}"
+        )
+    for record in results[0]["records"][: args.show]:
+        print(
+            f"\n## {record['conversation_id']} ({record['topic']}) updates={record['profile_updates']}"
+        )
+        for turn in record["turns"]:
+            print(f"[{turn['role']}] {turn['content']}")
+    for rejection in results[0]["rejections"][: args.show]:
+        print(
+            f"\nREJECTED {rejection['record_id']}: {rejection['reason']}\n  raw={rejection['raw'][:300]!r}"
+        )
+
+
+if __name__ == "__main__":
+    main()
