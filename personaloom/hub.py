@@ -214,7 +214,13 @@ class HubClient:
         if isinstance(cause, HfHubHTTPError) and cause.response is not None:
             status = f" (HTTP {cause.response.status_code})"
             exc = cause
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        first = lines[0].rstrip(":") if lines else type(exc).__name__
+        server = getattr(exc, "server_message", None)
+        if server and server.strip() not in first:
+            first = f"{first}: {server.strip()}"
+        if status in (" (HTTP 401)", " (HTTP 403)"):
+            first += "; check that the token has write access to this repository"
         return RunError(self.scrub(f"{what} on {self.repo_id} failed{status}: {first}"))
 
     # -- reads -------------------------------------------------------------------------
