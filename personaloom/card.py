@@ -219,6 +219,13 @@ def _ratio(num: Any, den: Any) -> float | None:
     return None
 
 
+def _critic_rates(manifest: dict[str, Any]) -> dict[str, Any]:
+    """Per-critic acceptance rates: the manifest's `critic`, else the metrics' own."""
+    return (
+        manifest.get("critic") or (manifest.get("metrics") or {}).get("acceptance_by_critic") or {}
+    )
+
+
 def derived_rates(counts: dict[str, Any]) -> list[tuple[str, float, str]]:
     """Rates computed from the manifest counts: (name, value, definition)."""
     requested = counts.get("personas_requested")
@@ -581,7 +588,7 @@ def _write_charts(out_dir: Path, manifest: dict[str, Any], configs: list[str]) -
                 f"{CHARTS_DIR}/conversations.png",
             )
         )
-    critic = [(n, v) for n, v in _flatten_numbers(manifest.get("critic") or {}) if 0.0 <= v <= 1.0]
+    critic = [(n, v) for n, v in _flatten_numbers(_critic_rates(manifest)) if 0.0 <= v <= 1.0]
     if critic:
         charts.bar_panels(
             [("acceptance rate per critic", critic)],
@@ -703,11 +710,11 @@ def render_card(
     rates = [(name, _pct(value), _cell(d)) for name, value, d in derived_rates(counts_raw)]
     critic = [
         (_cell(n), _pct(v) if 0 <= v <= 1 else _num(v))
-        for n, v in _flatten_numbers(manifest.get("critic") or {})
+        for n, v in _flatten_numbers(_critic_rates(manifest))
     ]
     pii = [
         v
-        for n, v in _flatten_numbers(manifest.get("critic") or {})
+        for n, v in _flatten_numbers(_critic_rates(manifest))
         if "pii" in n.lower() and 0 <= v <= 1
     ]
     metrics_raw = manifest.get("metrics") or {}

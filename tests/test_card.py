@@ -233,3 +233,13 @@ def test_sample_record_cuts_long_strings_and_lists() -> None:
     assert "x" * 240 + "…" in text and "x" * 241 not in text
     assert '"… 34 more"' in text
     assert text.count('"path"') == 6
+
+
+def test_critic_rates_fall_back_to_the_metrics_acceptance(tmp_path: Path) -> None:
+    make_dataset(tmp_path, sessions=0, card=False)
+    manifest = read_manifest(tmp_path)
+    manifest["critic"] = {}
+    manifest["metrics"] = {"acceptance_by_critic": {"persona": {"pii": 0.99}}, "definitions": {}}
+    write_card(tmp_path, manifest)
+    assert "| persona.pii | 99.0% |" in (tmp_path / "README.md").read_text()
+    assert (tmp_path / "charts" / "critic.png").exists()
