@@ -13,9 +13,10 @@ Grammar:
     list    := "[" [item ("," item)*] "]"      item := NUMBER | STRING | WORD
 
 A dotted name (`demographics.age`) is an attribute path; a bare word without a dot
-(`student`) is a string literal, as is anything quoted ('18-24', "part-time"). An
-expression is *applicable* to a persona only when every attribute it names is present;
-`when:` on an inapplicable leaf is false and a rule that is not applicable is not checked.
+(`student`) is a string literal, as is anything quoted ('18-24', "part-time"). A
+comparison that reads an attribute the persona does not have is *unknown*; `and`, `or` and
+`not` follow three-valued logic. A `when:` holds only when definitely true, and a rule is
+violated only when definitely violated.
 
 Expressions are parsed once, type-checked against the taxonomy (unknown paths, values that
 a categorical attribute does not have, `<` on categories) and compiled into numpy
@@ -25,6 +26,7 @@ absent attributes NaN.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -263,9 +265,14 @@ def _show(tok: tuple[str, Any, int]) -> str:
 
 
 def parse(text: str) -> Node:
-    """Parse an expression; raises `ExprError`."""
+    """Parse an expression; raises `ExprError`. Results are cached (nodes are immutable)."""
     if not isinstance(text, str) or not text.strip():
         raise ExprError("empty expression")
+    return _parse_cached(text)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_cached(text: str) -> Node:
     return _Parser(text).parse()
 
 
@@ -427,13 +434,17 @@ _NP_OPS: dict[str, Callable[[Any, Any], Any]] = {
 }
 
 
-def compile_batch(node: Node, resolve: Callable[[str], AttrInfo]) -> tuple[Compiled, list[int]]:
-    """A function `f(V, rows)` -> bool per selected row of the value matrix V.
+Truth = Callable[[np.ndarray, Rows], tuple[np.ndarray, np.ndarray]]
+
+
+def compile_truth(node: Node, resolve: Callable[[str], AttrInfo]) -> Truth:
+    """A function `f(V, rows)` -> (definitely true, definitely false) per selected row.
 
     V is personas x columns (categorical codes or numbers, NaN = absent); `rows` selects
-    personas (a slice or an index array). The result is and-ed with applicability (every
-    named attribute present). Returns the function and the columns it reads. `node` must
-    have passed `check`.
+    personas (a slice or an index array). A comparison that reads an absent attribute is
+    unknown (neither); `and`, `or`, `not` follow three-valued (Kleene) logic, so
+    `a.x > 1 or b.y == z` is true when `a.x > 1` even if `b.y` is absent. `node` must have
+    passed `check`.
     """
 
     def value(v: Value, as_code_of: AttrInfo | None = None) -> Callable[[np.ndarray, Rows], Any]:
@@ -449,29 +460,7 @@ def compile_batch(node: Node, resolve: Callable[[str], AttrInfo]) -> tuple[Compi
         fa, fb, fn = value(v.left), value(v.right), _NP_OPS[v.op]
         return lambda V, rows: fn(fa(V, rows), fb(V, rows))
 
-    def build(n: Node) -> Compiled:
-        if isinstance(n, BoolOp):
-            parts = [build(i) for i in n.items]
-            if n.op == "and":
-
-                def f_and(V: np.ndarray, rows: Rows) -> np.ndarray:
-                    out = parts[0](V, rows)
-                    for p in parts[1:]:
-                        out &= p(V, rows)
-                    return out
-
-                return f_and
-
-            def f_or(V: np.ndarray, rows: Rows) -> np.ndarray:
-                out = parts[0](V, rows)
-                for p in parts[1:]:
-                    out |= p(V, rows)
-                return out
-
-            return f_or
-        if isinstance(n, Not):
-            inner = build(n.item)
-            return lambda V, rows: ~inner(V, rows)
+    def atom(n: Compare | In, cols: list[int]) -> Truth:
         if isinstance(n, In):
             attr = resolve(n.path.name)
             col = attr.column
@@ -480,42 +469,75 @@ def compile_batch(node: Node, resolve: Callable[[str], AttrInfo]) -> tuple[Compi
             else:
                 targets = np.array([attr.code(x.value) for x in n.items], dtype=np.float64)
             neg = n.negate
-            if len(targets) == 1:
-                t0 = targets[0]
-                if neg:
-                    return lambda V, rows: V[rows, col] != t0
-                return lambda V, rows: V[rows, col] == t0
-            return lambda V, rows: np.isin(V[rows, col], targets) != neg
-        assert isinstance(n, Compare)
-        fn = _NP_OPS[n.op]
-        cat: AttrInfo | None = None
-        for side in (n.left, n.right):
-            if isinstance(side, Path) and resolve(side.name).kind == "categorical":
-                cat = resolve(side.name)
-        fa, fb = value(n.left, cat), value(n.right, cat)
 
-        def f_cmp(V: np.ndarray, rows: Rows) -> np.ndarray:
-            with np.errstate(invalid="ignore", divide="ignore"):
-                return np.asarray(fn(fa(V, rows), fb(V, rows)), dtype=bool)
+            def test(V: np.ndarray, rows: Rows) -> np.ndarray:
+                return np.isin(V[rows, col], targets) != neg
 
-        return f_cmp
+        else:
+            fn = _NP_OPS[n.op]
+            cat: AttrInfo | None = None
+            for side in (n.left, n.right):
+                if isinstance(side, Path) and resolve(side.name).kind == "categorical":
+                    cat = resolve(side.name)
+            fa, fb = value(n.left, cat), value(n.right, cat)
 
-    body = build(node)
+            def test(V: np.ndarray, rows: Rows) -> np.ndarray:
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    return np.asarray(fn(fa(V, rows), fb(V, rows)), dtype=bool)
+
+        def truth(V: np.ndarray, rows: Rows) -> tuple[np.ndarray, np.ndarray]:
+            known = ~np.isnan(V[rows, cols[0]])
+            for c in cols[1:]:
+                known &= ~np.isnan(V[rows, c])
+            t = test(V, rows)
+            return t & known, ~t & known
+
+        return truth
+
+    def build(n: Node) -> Truth:
+        if isinstance(n, BoolOp):
+            parts = [build(i) for i in n.items]
+            is_and = n.op == "and"
+
+            def f_bool(V: np.ndarray, rows: Rows) -> tuple[np.ndarray, np.ndarray]:
+                t, f = parts[0](V, rows)
+                for p in parts[1:]:
+                    t2, f2 = p(V, rows)
+                    if is_and:
+                        t, f = t & t2, f | f2
+                    else:
+                        t, f = t | t2, f & f2
+                return t, f
+
+            return f_bool
+        if isinstance(n, Not):
+            inner = build(n.item)
+
+            def f_not(V: np.ndarray, rows: Rows) -> tuple[np.ndarray, np.ndarray]:
+                t, f = inner(V, rows)
+                return f, t
+
+            return f_not
+        cols = sorted({resolve(p).column for p in paths(n)})
+        return atom(n, cols)
+
+    return build(node)
+
+
+def compile_batch(node: Node, resolve: Callable[[str], AttrInfo]) -> tuple[Compiled, list[int]]:
+    """A function `f(V, rows)` -> bool per row: the expression is *definitely* true.
+
+    See `compile_truth` for the three-valued logic over absent attributes. Returns the
+    function and the columns it reads.
+    """
+    truth = compile_truth(node, resolve)
     columns = sorted({resolve(p).column for p in paths(node)})
-
-    def run(V: np.ndarray, rows: Rows) -> np.ndarray:
-        out = body(V, rows)
-        for c in columns:
-            out &= ~np.isnan(V[rows, c])
-        return out
-
-    return run, columns
+    return (lambda V, rows: truth(V, rows)[0]), columns
 
 
 def evaluate(node: Node, values: Mapping[str, str | float]) -> bool | None:
-    """Evaluate on one persona given as {path: value}; None when not applicable."""
-    if any(p not in values for p in paths(node)):
-        return None
+    """Evaluate on one persona given as {path: value}; None when unknown (three-valued
+    logic: a comparison reading an absent attribute is unknown)."""
 
     def val(x: Value) -> str | float:
         if isinstance(x, Literal):
@@ -532,16 +554,26 @@ def evaluate(node: Node, values: Mapping[str, str | float]) -> bool | None:
             return _literal_text(a) == _literal_text(b)
         return float(a) == float(b)
 
-    def run(n: Node) -> bool:
+    def run(n: Node) -> bool | None:
         if isinstance(n, BoolOp):
-            results = (run(i) for i in n.items)
-            return all(results) if n.op == "and" else any(results)
+            results = [run(i) for i in n.items]
+            if n.op == "and":
+                if any(r is False for r in results):
+                    return False
+                return None if any(r is None for r in results) else True
+            if any(r is True for r in results):
+                return True
+            return None if any(r is None for r in results) else False
         if isinstance(n, Not):
-            return not run(n.item)
-        if isinstance(n, In):
-            v = val(n.path)
-            return any(same(v, item.value) for item in n.items) != n.negate
-        a, b = val(n.left), val(n.right)
+            r = run(n.item)
+            return None if r is None else not r
+        try:
+            if isinstance(n, In):
+                v = val(n.path)
+                return any(same(v, item.value) for item in n.items) != n.negate
+            a, b = val(n.left), val(n.right)
+        except KeyError:  # an attribute the persona does not have: unknown
+            return None
         if n.op == "==":
             return same(a, b)
         if n.op == "!=":

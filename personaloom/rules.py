@@ -11,8 +11,9 @@ A rule file names the taxonomy it applies to and lists rules:
         forbid: career.employment_status == retired and demographics.age < 45
         resample: career.employment_status
 
-`if`/`then` is violated when `if` holds and `then` does not; `forbid` when its expression
-holds. A rule is only checked when every attribute it names is present in the persona. On
+`if`/`then` is violated when `if` is true and `then` is false; `forbid` when its
+expression is true. A comparison reading an attribute the persona does not have is
+unknown (three-valued logic), and an unknown rule is not a violation. On
 a violation the sampler resamples the rule's `resample` attribute (default: the attribute
 it names that is sampled last) and everything depending on it, up to `max_rule_retries`
 times, then rejects the skeleton with the rule's name. Expressions use the safe language
@@ -100,17 +101,10 @@ class _Bound:
             else:
                 assert rule.condition and rule.then
                 f_if = ex.compile_batch(ex.parse(rule.condition), resolve)[0]
-                then_node = ex.parse(rule.then)
-                f_then = ex.compile_batch(then_node, resolve)[0]
-                then_cols = [plan.col_of[p] for p in ex.paths(then_node)]
+                t_then = ex.compile_truth(ex.parse(rule.then), resolve)
 
-                def check(
-                    V: np.ndarray, rows: ex.Rows, f_if=f_if, f_then=f_then, cols=then_cols
-                ) -> np.ndarray:
-                    out = f_if(V, rows) & ~f_then(V, rows)
-                    for c in cols:
-                        out &= ~np.isnan(V[rows, c])
-                    return out
+                def check(V: np.ndarray, rows: ex.Rows, f_if=f_if, t_then=t_then) -> np.ndarray:
+                    return f_if(V, rows) & t_then(V, rows)[1]  # `if` true and `then` false
 
                 self.checks.append(check)
 

@@ -316,6 +316,8 @@ class _Plan:
     samplers: dict[int, Any]
     whens: dict[int, ex.Compiled]
     values: dict[int, np.ndarray]  # categorical column -> object array of value strings
+    paths: np.ndarray  # column -> path (object array)
+    is_numeric: np.ndarray  # column -> bool
 
 
 _PLANS: dict[int, tuple[Taxonomy, _Plan]] = {}
@@ -401,6 +403,8 @@ def compile_taxonomy(tax: Taxonomy) -> _Plan:
         samplers=samplers,
         whens=whens,
         values=values,
+        paths=np.array([leaf.path for leaf in leaves], dtype=object),
+        is_numeric=np.array([leaf.kind == "numeric" for leaf in leaves]),
     )
     _PLANS[id(tax)] = (tax, plan)
     return plan
@@ -553,28 +557,27 @@ class SkeletonBatch:
         r, cols, values = self._entries()
         texts = values.to_pylist()
         leaves = self.plan.tax.leaves
-        bounds = np.searchsorted(r, np.arange(len(self) + 1))
+        paths = self.plan.paths[cols].tolist()
+        # raw values: the text for categories, the number for numeric attributes
+        numeric = self.plan.is_numeric[cols]
+        raws: list[Any] = list(texts)
+        if numeric.any():
+            where = np.flatnonzero(numeric)
+            for k, x in zip(where.tolist(), self.V[r[where], cols[where]].tolist(), strict=True):
+                raws[k] = x
+        bounds = np.searchsorted(r, np.arange(len(self) + 1)).tolist()
         gen = self.plan.generated
         ref = self.plan.tax.ref
         for i in range(len(self)):
             lo, hi = bounds[i], bounds[i + 1]
-            attrs = []
-            raw: dict[str, str | float] = {}
-            for k in range(lo, hi):
-                leaf = leaves[cols[k]]
-                attrs.append((leaf.path, texts[k]))
-                v = self.V[i, cols[k]]
-                raw[leaf.path] = (
-                    self.plan.values[cols[k]][int(v)] if leaf.kind == "categorical" else float(v)
-                )
             yield Skeleton(
                 index=int(self.indices[i]),
                 seed=self.seed,
                 taxonomy=ref,
-                attributes=attrs,
+                attributes=list(zip(paths[lo:hi], texts[lo:hi], strict=True)),
                 generated=[leaves[c] for c in gen[self.gen_chosen[i]]],
                 rejected=self.rejected[i],
-                values=raw,
+                values=dict(zip(paths[lo:hi], raws[lo:hi], strict=True)),
             )
 
     def to_arrow(self) -> pa.Table:

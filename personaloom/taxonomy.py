@@ -588,7 +588,7 @@ class _Loader:
             return
         # numeric
         self.integer = node.get("integer", False) is True
-        spec = self.numeric_spec(node, path, None, required="table" not in node)
+        spec = self.numeric_spec(node, path, None, required="table" not in node, where=line)
         table = {}
         if "table" in node:
             if given is None:
@@ -775,7 +775,7 @@ class _Loader:
         return {}
 
     def numeric_spec(
-        self, node: MarkedDict, path: str, base: NumericSpec | None, required: bool
+        self, node: MarkedDict, path: str, base: NumericSpec | None, required: bool, where: int
     ) -> NumericSpec | None:
         """Read range/distribution/params, inheriting from `base` (the leaf-level spec)."""
         ok = True
@@ -799,7 +799,7 @@ class _Loader:
                     ok = False
         elif low is None:
             if required:
-                self.err(node.line, path, "a numeric leaf needs range: [min, max]")
+                self.err(where, path, "a numeric leaf needs range: [min, max]")
             return None
         dist = node.get("distribution", base.distribution if base else "uniform")
         if dist not in DISTRIBUTIONS:
@@ -817,7 +817,6 @@ class _Loader:
                 ok = False
                 value = None
             params[key] = float(value) if value is not None else None
-        where = node.line
         if dist == "normal":
             if params["mean"] is None or params["sd"] is None:
                 self.err(where, path, "a normal distribution needs mean and sd")
@@ -878,7 +877,7 @@ class _Loader:
             bad = [x for x in row if x not in NUMERIC_PARAMS]
             for x in bad:
                 self.err(row.key_line(x), rpath, f"unknown key {x!r} in a numeric table row")
-            spec = self.numeric_spec(row, rpath, base, required=True)
+            spec = self.numeric_spec(row, rpath, base, required=True, where=kline)
             if spec is not None:
                 table[k] = spec
                 self.row_lines[(path, k)] = kline

@@ -88,7 +88,10 @@ def load_marked(text: str) -> Any:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None
-        problem = " ".join(p for p in (exc.context, exc.problem) if p)
+        context = exc.context or ""
+        if exc.context and exc.context_mark is not None and exc.context_mark is not mark:
+            context = f"{exc.context} (started at line {exc.context_mark.line + 1})"
+        problem = " ".join(p for p in (context, exc.problem) if p)
         raise YamlSyntaxError(line, f"YAML syntax error: {problem}") from None
     except yaml.YAMLError as exc:
         raise YamlSyntaxError(None, f"YAML error: {exc}") from None
