@@ -207,6 +207,14 @@ def test_repeated_sentences_fails_a_sentence_said_twice(critics):
     assert result.reason.startswith("repeated_sentence: said 2 times (max 1)")
 
 
+def test_repeated_sentences_fails_a_sentence_repeated_within_one_turn(critics):
+    sentence = "Here's a simple yet effective way to make your plan work."
+    result = check(
+        critics, "repeated_sentences", with_turn(1, f"{sentence} {sentence}"), "conversation"
+    )
+    assert result.reason.startswith("repeated_sentence: said 2 times in turns[1].assistant (max 1)")
+
+
 def test_repeated_sentences_allows_a_conversation_two_repeats(critics):
     closing = " Let me know if you want more ideas for the week."
     turns = copy.deepcopy(TURNS)

@@ -53,18 +53,28 @@ def repeated_ngrams(record: dict, ctx: CriticContext) -> CriticResult:
         "min_sentence_words": 5,
         "persona": {"max_repeats": 1},
         "conversation": {"max_repeats": 2},
+        "max_repeats_within": 1,
     },
 )
 def repeated_sentences(record: dict, ctx: CriticContext) -> CriticResult:
-    """The same sentence (normalized, >= min words) appears at most `max_repeats` times."""
+    """A sentence (normalized, >= min words) appears at most `max_repeats` times in the record
+    and at most `max_repeats_within` times in one section or turn."""
     s = ctx.settings
-    limit = s[ctx.kind]["max_repeats"]
+    limit, within = s[ctx.kind]["max_repeats"], s["max_repeats_within"]
     counts: Counter[str] = Counter()
-    for _, text in text_units(record, ctx.kind):
+    for label, text in text_units(record, ctx.kind):
+        here: Counter[str] = Counter()
         for sentence in ctx.sentences(text):
             normalized = normalize_phrase(sentence)
             if len(normalized.split()) >= s["min_sentence_words"]:
-                counts[normalized] += 1
+                here[normalized] += 1
+        if here:
+            sentence, n = here.most_common(1)[0]
+            if n > within:
+                return ctx.fail(
+                    f"repeated_sentence: said {n} times in {label} (max {within}): {sentence[:80]!r}"
+                )
+        counts.update(here)
     if counts:
         sentence, n = counts.most_common(1)[0]
         if n > limit:
