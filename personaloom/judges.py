@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from personaloom.critics import CriticResult, full_text, record_id
+from personaloom.critics import CriticResult, RuleCritic, full_text, record_id, run_rule_critics
 from personaloom.engine.base import Engine, GenerationRequest
 from personaloom.engine.structured import generate_structured, parse_json
 from personaloom.errors import UserError
@@ -430,6 +430,69 @@ def rejection_rows(
             }
         )
     return rows
+
+
+# -- one critic pass over a batch ----------------------------------------------------------
+@dataclass
+class Review:
+    """Everything the critic said about one record."""
+
+    record: dict[str, Any]
+    rules: list[CriticResult]
+    judges: dict[str, JudgeScore]
+    decision: Decision
+
+    def scores(self) -> dict[str, float]:
+        return record_scores(self.judges, self.decision)
+
+    def rejection_rows(
+        self, kind: str, stage: str = "critic", raw: str = ""
+    ) -> list[dict[str, Any]]:
+        return rejection_rows(self.record, kind, stage, self.rules, self.judges, self.decision, raw)
+
+
+def review_records(
+    engine: Engine | None,
+    prompts: PromptLibrary | None,
+    critics: Sequence[RuleCritic],
+    records: Sequence[dict[str, Any]],
+    kind: str,
+    *,
+    judges: Sequence[str] | None = None,
+    thresholds: Thresholds | Mapping[str, Any] | None = None,
+    seed: int = 0,
+    personas: Mapping[str, dict[str, Any]] | None = None,
+    earlier: Sequence[dict[str, Any]] = (),
+    **judge_options: Any,
+) -> list[Review]:
+    """Rule critics on every record, LLM judges (one engine call) only on the records every
+    rule passed (hard filters first: no tokens spent on a record already rejected), then
+    `decide`. `judges=[]` (or no engine) runs the rules alone."""
+    if not isinstance(thresholds, Thresholds):
+        thresholds = Thresholds.from_settings(thresholds)
+    rules = run_rule_critics(critics, records, kind, personas=personas)
+    passed = [i for i, results in enumerate(rules) if all(r.passed for r in results)]
+    judged: dict[int, dict[str, JudgeScore]] = {}
+    names = list(judges) if judges is not None else list(DEFAULT_JUDGES[kind])
+    if passed and names and engine is not None:
+        if prompts is None:
+            raise ValueError("judging needs the prompt library")
+        scores = judge_records(
+            engine,
+            prompts,
+            [records[i] for i in passed],
+            kind,
+            names,
+            seed,
+            personas=personas,
+            earlier=earlier,
+            **judge_options,
+        )
+        judged = dict(zip(passed, scores, strict=True))
+    return [
+        Review(record, rules[i], judged.get(i, {}), decide(rules[i], judged.get(i, {}), thresholds))
+        for i, record in enumerate(records)
+    ]
 
 
 # -- per-round report ----------------------------------------------------------------------

@@ -27,6 +27,7 @@ from personaloom.judges import (
     judges_for,
     parse_judgement,
     rejection_rows,
+    review_records,
     session_summary,
 )
 from personaloom.prompts import PromptError, PromptLibrary
@@ -364,3 +365,40 @@ def test_acceptance_report_per_round_and_critic():
     assert total["critics"]["faithfulness"] == {"checked": 3, "rejected": 1, "acceptance": 0.6667}
     assert total["critics"]["score"] == {"checked": 2, "rejected": 0, "acceptance": 1.0}
     assert acceptance_report([r0])["rounds"][0]["round"] == 0
+
+
+# -- a critic pass over a batch --------------------------------------------------------------
+RELAXED = {"length": {"persona": {"min_words": 5, "min_section_words": 5}}}  # tiny test texts
+
+
+def test_review_judges_only_what_the_rules_passed(repo_root, prompts):
+    from personaloom.critics import load_critics
+
+    critics = load_critics(repo_root / "validators" / "critics", RELAXED)
+    records = [
+        dict(p, narrative=p["narrative"] + " She has lived there for years.") for p in PERSONAS
+    ]
+    records[1] = dict(records[1], narrative="")  # fails completeness and length
+    engine = FixedEngine(lambda r, a: verdict(2 if judge_of(r) == "faithfulness" else 5))
+    reviews = review_records(
+        engine, prompts, critics, records, "persona", judges=["faithfulness", "safety"]
+    )
+    assert len(engine.calls) == 1 and len(engine.calls[0]) == 2 * 2  # records 0 and 2 only
+    assert reviews[1].judges == {} and reviews[1].decision.failed[:1] == ["completeness"]
+    assert not reviews[0].decision.accepted and reviews[0].decision.failed == ["faithfulness"]
+    rows = reviews[0].rejection_rows("persona")
+    assert [(r["record_id"], r["stage"], r["critic"]) for r in rows] == [
+        ("p0-00000000", "critic", "faithfulness")
+    ]
+
+
+def test_review_without_judges_is_rules_only(repo_root):
+    from personaloom.critics import load_critics
+
+    critics = load_critics(repo_root / "validators" / "critics", RELAXED)
+    record = dict(
+        PERSONAS[0], narrative=PERSONAS[0]["narrative"] + " She has lived there for years."
+    )
+    (review,) = review_records(None, None, critics, [record], "persona")
+    assert review.decision.accepted and review.judges == {}
+    assert review.scores() == {"critic_score": 1.0}
