@@ -41,16 +41,20 @@ DEMOGRAPHIC_KEYS = (
     "age_group",
     "gender",
     "country",
-    "region",
     "occupation",
+    "occupation_group",
+    "employment_status",
+    "region",
     "education",
     "education_level",
+    "attainment",
     "marital_status",
 )
 MAX_DEMOGRAPHIC_PANELS = 4
 MAX_BARS = 12
 
 STRING_LIMIT = 240
+NESTED_STRING_LIMIT = 100
 LIST_LIMIT = 6
 
 CONFIG_DESCRIPTIONS = {
@@ -96,13 +100,14 @@ def _first_record(paths: list[Path]) -> dict[str, Any] | None:
     return None
 
 
-def _truncate(value: Any) -> Any:
+def _truncate(value: Any, depth: int = 0) -> Any:
     if isinstance(value, str):
-        return value if len(value) <= STRING_LIMIT else value[:STRING_LIMIT] + "…"
+        limit = STRING_LIMIT if depth <= 1 else NESTED_STRING_LIMIT
+        return value if len(value) <= limit else value[:limit] + "…"
     if isinstance(value, dict):
-        return {k: _truncate(v) for k, v in value.items()}
+        return {k: _truncate(v, depth + 1) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        items = [_truncate(v) for v in value[:LIST_LIMIT]]
+        items = [_truncate(v, depth + 1) for v in value[:LIST_LIMIT]]
         if len(value) > LIST_LIMIT:
             items.append(f"… {len(value) - LIST_LIMIT} more")
         return items
@@ -137,11 +142,13 @@ def sample_json(record: dict[str, Any]) -> str:
 
 
 def demographic_paths(paths: list[Path]) -> list[str]:
-    """Attribute paths to chart: those whose last segment is a demographic key."""
+    """Sampled attribute paths to chart: those whose last segment is a demographic key."""
     seen: set[str] = set()
     for batch in _batches(paths[:1], ["attributes"]):
         flat = pc.list_flatten(batch.column(0))
-        seen.update(p for p in pc.unique(pc.struct_field(flat, "path")).to_pylist() if p)
+        sampled = pc.equal(pc.struct_field(flat, "source"), "sampled")
+        keys = pc.filter(pc.struct_field(flat, "path"), sampled)
+        seen.update(p for p in pc.unique(keys).to_pylist() if p)
         break
     by_key: dict[str, list[str]] = {}
     for path in sorted(seen):
