@@ -339,3 +339,16 @@ def test_a_stale_release_lock_is_taken_over(dataset, tmp_path, release) -> None:
     lock.write_text(json.dumps({"pid": dead.pid, "hostname": socket.gethostname()}))
     assert release(dataset, "--to", tmp_path / "repo")[0] == 0
     assert not lock.exists()
+
+
+def test_message_is_the_commit_subject_and_the_body_records_the_content_hash(
+    dataset, tmp_path, release
+) -> None:
+    repo = tmp_path / "repo"
+    assert (
+        release(dataset, "--to", repo, "--tag", "v1.0.0", "--message", "First public cut")[0] == 0
+    )
+    assert git(repo, "log", "-1", "--format=%s", "main").strip() == "First public cut"
+    body = git(repo, "log", "-1", "--format=%b", "main")
+    assert "content sha256:" in body and "rows: personas 12, conversations" in body
+    assert "First public cut" in git(repo, "tag", "-n5", "-l", "v1.0.0")

@@ -273,3 +273,10 @@ def test_retry_after_accepts_seconds_and_http_dates() -> None:
     assert 25 <= _retry_after({"Retry-After": date}) <= 31
     assert _retry_after({}) is None
     assert _retry_after({"Retry-After": "soon"}) is None
+
+
+def test_private_creates_a_private_repo(dataset, hub, release) -> None:
+    done = release(dataset, "--to", TARGET, "--private")
+    assert done.returncode == 0, done.stderr
+    assert hub.repo(REPO).private
+    assert "created (private)" in done.stderr
