@@ -15,9 +15,19 @@ import hashlib
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from personaloom.critics import CriticResult, RuleCritic, full_text, record_id, run_rule_critics
+from personaloom.critics import (
+    SETTINGS_FILE,
+    CriticResult,
+    RuleCritic,
+    full_text,
+    load_critic_settings,
+    load_critics,
+    record_id,
+    run_rule_critics,
+)
 from personaloom.engine.base import Engine, GenerationRequest
 from personaloom.engine.structured import generate_structured, parse_json
 from personaloom.errors import UserError
@@ -430,6 +440,64 @@ def rejection_rows(
             }
         )
     return rows
+
+
+# -- configuration -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CriticConfig:
+    """The whole critic stage of a project: rule critics, judges per kind, thresholds."""
+
+    critics: list[RuleCritic]
+    judges: dict[str, list[str]]
+    thresholds: Thresholds
+
+
+def load_critic_config(
+    validators: Path,
+    prompts: PromptLibrary | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> CriticConfig:
+    """Load and check everything the critic stage needs (call it before writing anything).
+
+    Plug-ins come from `validators/critics/` and settings from `validators/critics.yaml`,
+    each falling back to the packaged defaults when the project has none. `overrides` has
+    the file's sections (`rules`, `judges`, `decision`) and wins over it. With `prompts`,
+    the judge templates are rendered once, so a broken template fails here.
+    """
+    from personaloom.project import packaged_root
+
+    validators = Path(validators)
+    fallback = packaged_root() / "validators"
+    folder = validators / "critics" if (validators / "critics").is_dir() else fallback / "critics"
+    settings_file = validators / SETTINGS_FILE
+    if not settings_file.exists():
+        settings_file = fallback / SETTINGS_FILE
+    settings = load_critic_settings(settings_file)
+    overrides = dict(overrides or {})
+    unknown = sorted(set(overrides) - {"rules", "judges", "decision"})
+    if unknown:
+        raise UserError(
+            f"critic settings: unknown section {', '.join(unknown)} (known: rules, judges, decision)"
+        )
+    prompts_dir = prompts.folder if prompts is not None else None
+    critics = load_critics(
+        folder, overrides.get("rules"), settings_file=settings_file, prompts_dir=prompts_dir
+    )
+    judge_settings = {**settings.get("judges", {}), **overrides.get("judges", {})}
+    unknown = sorted(set(judge_settings) - set(DEFAULT_JUDGES))
+    if unknown:
+        raise UserError(f"{settings_file}: judges: unknown record kind {', '.join(unknown)}")
+    judges = {
+        kind: judges_for(kind, judge_settings, f"{settings_file}: judges")
+        for kind in DEFAULT_JUDGES
+    }
+    thresholds = Thresholds.from_settings(
+        {**settings.get("decision", {}), **overrides.get("decision", {})},
+        f"{settings_file}: decision",
+    )
+    if prompts is not None:
+        check_judge_prompts(prompts, sorted({j for names in judges.values() for j in names}))
+    return CriticConfig(critics, judges, thresholds)
 
 
 # -- one critic pass over a batch ----------------------------------------------------------

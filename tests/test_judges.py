@@ -402,3 +402,56 @@ def test_review_without_judges_is_rules_only(repo_root):
     (review,) = review_records(None, None, critics, [record], "persona")
     assert review.decision.accepted and review.judges == {}
     assert review.scores() == {"critic_score": 1.0}
+
+
+# -- configuration -------------------------------------------------------------------------
+def test_project_critic_config_loads_and_checks_everything(repo_root, prompts):
+    from personaloom.judges import load_critic_config
+
+    config = load_critic_config(repo_root / "validators", prompts)
+    assert len(config.critics) == 8
+    assert config.judges["conversation"] == ["faithfulness", "naturalness", "consistency", "safety"]
+    assert config.thresholds.hard_judges == {"faithfulness": 3, "safety": 4}
+
+
+def test_critic_config_overrides_win(repo_root):
+    from personaloom.judges import load_critic_config
+
+    config = load_critic_config(
+        repo_root / "validators",
+        overrides={
+            "rules": {"pii": {"enabled": False}},
+            "judges": {"persona": ["safety"]},
+            "decision": {"min_score": 0.2},
+        },
+    )
+    assert "pii" not in {c.name for c in config.critics}
+    assert config.judges["persona"] == ["safety"] and config.thresholds.min_score == 0.2
+
+
+def test_critic_config_falls_back_to_the_packaged_defaults(tmp_path):
+    from personaloom.judges import load_critic_config
+
+    (tmp_path / "validators").mkdir()
+    assert len(load_critic_config(tmp_path / "validators").critics) == 8
+
+
+def test_critic_config_names_the_file_of_a_bad_setting(tmp_path):
+    from personaloom.judges import load_critic_config
+
+    validators = tmp_path / "validators"
+    validators.mkdir()
+    (validators / "critics.yaml").write_text("decision:\n  min_score: 7\n")
+    with pytest.raises(UserError, match=r"validators/critics\.yaml: decision\.min_score"):
+        load_critic_config(validators)
+
+
+def test_critic_config_checks_the_judge_templates(repo_root, tmp_path):
+    from personaloom.judges import load_critic_config
+
+    with pytest.raises(PromptError, match=r"judge_wit\.j2: prompt template not found"):
+        load_critic_config(
+            repo_root / "validators",
+            PromptLibrary(repo_root / "prompts"),
+            {"judges": {"persona": ["wit"]}},
+        )
