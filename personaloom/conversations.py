@@ -138,6 +138,8 @@ def degenerate_reason(text: str, previous: str | None = None) -> str | None:
         return "empty output"
     if len(words) < 2:
         return "too short"
+    if text.rstrip().endswith((",", ":", ";")):
+        return "unfinished output"  # a salutation or lead-in whose body went to another turn
     if len(words) >= 16 and len(set(words)) / len(words) < 0.3:
         return "repetitive output"
     lines = [line.strip().lower() for line in text.splitlines() if line.strip()]

@@ -420,6 +420,8 @@ def test_clean_turn_cuts_a_truncated_output_back_to_a_sentence():
 def test_degenerate_outputs_are_named():
     assert degenerate_reason("") == "empty output"
     assert degenerate_reason("Hi") == "too short"
+    assert degenerate_reason("Dear Sarah,") == "unfinished output"
+    assert degenerate_reason("Here is the plan:") == "unfinished output"
     assert degenerate_reason("yes " * 30) == "repetitive output"
     assert (
         degenerate_reason("a b\nsame line here\nsame line here\nsame line here") == "repeated lines"
