@@ -7,7 +7,9 @@
 Each size runs `--workers` processes over interleaved index ranges (persona i depends only
 on (seed, i), so the split changes nothing); every worker streams its batches into its
 own Parquet file, one row group per batch. Peak RSS is the sum over the main process and
-its workers, sampled every 50 ms. Prints a markdown table.
+its workers (proportional set size, so pages shared after fork count once), sampled
+every 50 ms. CPU seconds are shown beside wall time: on a shared machine the ratio tells
+how much of the wall time was ours. Prints a markdown table.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import os
+import resource
 import sys
 import tempfile
 import threading
@@ -33,13 +36,15 @@ from personaloom.taxonomy import load_taxonomy  # noqa: E402
 
 
 def _rss_kb(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
+    """Proportional set size (shared pages split between the processes sharing them), or RSS."""
+    for path, key in ((f"/proc/{pid}/smaps_rollup", "Pss:"), (f"/proc/{pid}/status", "VmRSS:")):
+        try:
+            with open(path) as f:
+                for line in f:
+                    if line.startswith(key):
+                        return int(line.split()[1])
+        except OSError:
+            continue
     return 0
 
 
@@ -116,6 +121,14 @@ def _worker(args: tuple) -> dict:
     return {"used": used, "rows": rows, "attrs": attrs, "rejected": rejected}
 
 
+def _cpu_seconds() -> float:
+    me, kids = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def run_size(opts: argparse.Namespace, n: int, tmp: Path) -> dict:
     workers = max(1, min(opts.workers, -(-n // opts.batch)))
     jobs = [
@@ -132,6 +145,7 @@ def run_size(opts: argparse.Namespace, n: int, tmp: Path) -> dict:
         )
         for k in range(workers)
     ]
+    cpu0 = _cpu_seconds()
     with PeakRSS() as peak:
         t0 = time.perf_counter()
         if workers == 1:
@@ -140,6 +154,7 @@ def run_size(opts: argparse.Namespace, n: int, tmp: Path) -> dict:
             with mp.get_context("fork").Pool(workers) as pool:
                 results = pool.map(_worker, jobs)
         elapsed = time.perf_counter() - t0
+    cpu = _cpu_seconds() - cpu0
     used = np.logical_or.reduce([r["used"] for r in results])
     rows = sum(r["rows"] for r in results)
     size = sum(Path(j[-1]).stat().st_size for j in jobs if Path(j[-1]).exists())
@@ -149,6 +164,7 @@ def run_size(opts: argparse.Namespace, n: int, tmp: Path) -> dict:
         "n": n,
         "workers": workers,
         "seconds": elapsed,
+        "cpu": cpu,
         "rate": rows / elapsed,
         "peak_mb": peak.peak_kb / 1024,
         "attrs": sum(r["attrs"] for r in results) / max(rows, 1),
@@ -195,18 +211,28 @@ def main() -> None:
             results.append(run_size(opts, n, Path(tmp)))
             print(f"  done {n:,} in {results[-1]['seconds']:.1f}s", file=sys.stderr)
     print(
-        "| skeletons | workers | seconds | skeletons/s | peak RSS (MB) | attributes/persona | rejected | Parquet (MB) |"
+        "| skeletons | workers | wall s | CPU s | skeletons/s (wall) | skeletons/CPU-s | "
+        "peak memory, PSS (MB) | attributes/persona | rejected | Parquet (MB) |"
     )
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
         print(
-            f"| {r['n']:,} | {r['workers']} | {r['seconds']:.1f} | {r['rate']:,.0f} | {r['peak_mb']:,.0f} | "
+            f"| {r['n']:,} | {r['workers']} | {r['seconds']:.1f} | {r['cpu']:.1f} | {r['rate']:,.0f} | "
+            f"{r['n'] / max(r['cpu'], 1e-9):,.0f} | {r['peak_mb']:,.0f} | "
             f"{r['attrs']:.1f} | {r['rejected']:,} ({r['rejected'] / r['n']:.2%}) | {r['parquet_mb']:,.1f} |"
         )
     print()
-    print(f"leaf coverage at 1k: {coverage(tax, cov_1k['used'])}")
+    print(f"leaf coverage at 1k, preset {opts.preset}: {coverage(tax, cov_1k['used'])}")
     big = next((r for r in results if r["n"] == 100_000), results[-1])
-    print(f"leaf coverage at {big['n'] // 1000}k: {coverage(tax, big['used'])}")
+    print(
+        f"leaf coverage at {big['n'] // 1000}k, preset {opts.preset}: {coverage(tax, big['used'])}"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        quick = argparse.Namespace(**{**vars(opts), "workers": 1, "preset": "quick"})
+        for n in (1000, 10_000):
+            print(
+                f"leaf coverage at {n // 1000}k, preset quick: {coverage(tax, run_size(quick, n, Path(tmp))['used'])}"
+            )
 
 
 if __name__ == "__main__":

@@ -317,6 +317,8 @@ class _Plan:
     whens: dict[int, ex.Compiled]
     values: dict[int, np.ndarray]  # categorical column -> object array of value strings
     paths: np.ndarray  # column -> path (object array)
+    dictionary: pa.Array  # every categorical value of every leaf, concatenated
+    cat_offset: np.ndarray  # column -> offset of its values in `dictionary`
     is_numeric: np.ndarray  # column -> bool
 
 
@@ -404,6 +406,8 @@ def compile_taxonomy(tax: Taxonomy) -> _Plan:
         whens=whens,
         values=values,
         paths=np.array([leaf.path for leaf in leaves], dtype=object),
+        dictionary=pa.array([v for leaf in leaves for v in leaf.values], type=pa.string()),
+        cat_offset=np.cumsum([0] + [len(leaf.values) for leaf in leaves[:-1]]).astype(np.int64),
         is_numeric=np.array([leaf.kind == "numeric" for leaf in leaves]),
     )
     _PLANS[id(tax)] = (tax, plan)
@@ -439,15 +443,19 @@ def _select(
     B, m = len(keys), len(pool)
     if m == 0 or total <= 0:
         return np.zeros((B, m), dtype=bool)
-    cls = np.where(
-        focus[:, plan.parent_of[pool]], 0, np.where(touched[:, plan.root_of[pool]], 1, 2)
-    )
+    # class per candidate: 0 near, 1 mid, 2 far, 3 excluded (already in)
+    cls = np.full((B, m), 2, dtype=np.int8)
+    cls[touched[:, plan.root_of[pool]]] = 1
+    cls[focus[:, plan.parent_of[pool]]] = 0
     if exclude is not None:
-        cls = np.where(exclude, 3, cls)  # already in: never chosen again
+        cls[exclude] = 3
+    # Efraimidis-Spirakis weighted sampling without replacement: the largest u^(1/w) win
     u = uniforms_2d(keys, stream + pool)
     w = weights[plan.root_of[pool]]
-    priority = 1.0 - u ** (1.0 / w)  # Efraimidis-Spirakis: smaller wins
-    key = cls + 0.999 * priority
+    heavy = w != 1.0
+    if heavy.any():
+        u[:, heavy] **= 1.0 / w[heavy]
+    key = cls + 0.999 * (1.0 - u)  # class first, then priority
     size = np.stack([(cls == c).sum(axis=1) for c in range(3)], axis=1)
     want = np.array(_largest_remainder(total, [mix.near, mix.mid, mix.far]))
     take = np.minimum(want[None, :], size)
@@ -456,12 +464,13 @@ def _select(
         extra = np.minimum(left, size[:, c] - take[:, c])
         take[:, c] += extra
         left -= extra
-    ordered = np.argsort(key, axis=1, kind="stable")
-    sorted_cls = np.take_along_axis(cls, ordered, axis=1)
+    ordered = np.argsort(key, axis=1)
+    sorted_cls = np.take_along_axis(cls, ordered, axis=1).astype(np.intp)
+    # after sorting, class c occupies positions start[c] .. start[c] + size[c] - 1;
+    # the chosen ones are the first take[c] of them
     start = np.concatenate([np.zeros((B, 1), dtype=np.intp), np.cumsum(size, axis=1)], axis=1)
-    rank = np.arange(m)[None, :] - np.take_along_axis(start, np.minimum(sorted_cls, 3), axis=1)
-    take4 = np.concatenate([take, np.zeros((B, 1), dtype=take.dtype)], axis=1)
-    ok = rank < np.take_along_axis(take4, sorted_cls, axis=1)
+    limit = start + np.concatenate([take, np.zeros((B, 1), dtype=take.dtype)], axis=1)
+    ok = np.arange(m)[None, :] < np.take_along_axis(limit, sorted_cls, axis=1)
     chosen = np.zeros((B, m), dtype=bool)
     np.put_along_axis(chosen, ordered, ok, axis=1)
     return chosen
@@ -532,26 +541,38 @@ class SkeletonBatch:
         x = self.V[rows, col]
         leaf = self.plan.tax.leaves[col]
         if leaf.kind == "categorical":
-            return pa.array(self.plan.values[col][x.astype(np.intp)], type=pa.string())
+            return self.plan.dictionary.take(
+                pa.array(self.plan.cat_offset[col] + x.astype(np.int64))
+            )
         return format_numbers(x, leaf.decimals, leaf.unit)
 
     def _entries(self) -> tuple[np.ndarray, np.ndarray, pa.Array]:
         """Row-major (row, column, value) of every present attribute, in sampling order."""
-        order = self.plan.order
+        plan = self.plan
+        order = plan.order
         present = ~np.isnan(self.V[:, order])
-        parts: list[pa.Array] = []
-        starts = np.zeros(len(order) + 1, dtype=np.int64)
-        for j, col in enumerate(order):
-            rows = np.flatnonzero(present[:, j])
-            parts.append(self.display_column(int(col), rows))
-            starts[j + 1] = starts[j] + len(rows)
-        rank = np.cumsum(present, axis=0) - 1
         r, j = np.nonzero(present)
-        take = starts[j] + rank[r, j]
-        values = (
-            pa.concat_arrays(parts).take(pa.array(take)) if len(take) else pa.array([], pa.string())
-        )
-        return r, order[j], values
+        cols = order[j]
+        x = self.V[r, cols]
+        is_num = plan.is_numeric[cols]
+        idx = np.empty(len(r), dtype=np.int64)
+        cat = ~is_num
+        idx[cat] = plan.cat_offset[cols[cat]] + x[cat].astype(np.int64)
+        parts = [plan.dictionary]
+        next_id = len(plan.dictionary)
+        num = np.flatnonzero(is_num)
+        if len(num):
+            by_col = num[np.argsort(cols[num], kind="stable")]
+            bounds = np.flatnonzero(np.diff(cols[by_col])) + 1
+            for group in np.split(by_col, bounds):
+                leaf = plan.tax.leaves[int(cols[group[0]])]
+                parts.append(format_numbers(x[group], leaf.decimals, leaf.unit))
+                idx[group] = np.arange(next_id, next_id + len(group))
+                next_id += len(group)
+        if not len(idx):
+            return r, cols, pa.array([], pa.string())
+        values = pa.concat_arrays(parts).take(pa.array(idx))
+        return r, cols, values
 
     def skeletons(self) -> Iterator[Skeleton]:
         r, cols, values = self._entries()
