@@ -794,3 +794,12 @@ def test_cli_check_unknown_taxonomy_name_exits_2(capsys: pytest.CaptureFixture[s
 def test_parse_from_text_reports_memory_source() -> None:
     with pytest.raises(TaxonomyError, match=r"<memory>:3: categories: must be a non-empty mapping"):
         parse_taxonomy('name: x\nversion: "1"\ncategories: []\n')
+
+
+@pytest.mark.parametrize("name", ["human", "k12_student"])
+def test_shipped_taxonomies_have_unique_leaf_names(name: str) -> None:
+    """The enrich stage keys model output by a leaf's last name: keep them unique."""
+    tax = load_taxonomy(REPO / "taxonomies" / f"{name}.yaml")
+    names = [leaf.name for leaf in tax.leaves]
+    assert len(names) == len(set(names))
+    assert all(leaf.description for leaf in tax.generated_leaves)
