@@ -479,7 +479,8 @@ def parse_session(text: str, turns: int, max_chars: int) -> list[dict[str, str]]
         content = item.get("content")
         if not isinstance(content, str) or len(content) > max_chars:
             raise ValueError(f"turn {i}: content missing or longer than {max_chars} characters")
-        content = clean_turn(content)
+        # Content cut by the schema's maxLength is trimmed back to its last full sentence.
+        content = clean_turn(content, truncated=len(content) >= max_chars)
         reason = degenerate_reason(content, cleaned[-1]["content"] if cleaned else None)
         if reason:
             raise ValueError(f"turn {i}: {reason}")

@@ -396,6 +396,8 @@ def test_parse_session_checks_count_roles_and_content():
     with pytest.raises(ValueError, match="longer than 5"):
         parse_session(json.dumps(good), 1, 5)
     assert parse_session("Here you go: " + json.dumps(good), 1, 100)
+    cut = {"turns": [good["turns"][0], {"role": "assistant", "content": "Sure, gladly. Let us st"}]}
+    assert parse_session(json.dumps(cut), 1, 23)[1]["content"] == "Sure, gladly."
 
 
 def test_clean_turn_strips_prefixes_and_cuts_invented_turns():
