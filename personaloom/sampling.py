@@ -317,6 +317,7 @@ class _Plan:
     whens: dict[int, ex.Compiled]
     values: dict[int, np.ndarray]  # categorical column -> object array of value strings
     paths: np.ndarray  # column -> path (object array)
+    given_cols: dict[int, list[int]]  # column -> columns of its `given` attributes
     dictionary: pa.Array  # every categorical value of every leaf, concatenated
     cat_offset: np.ndarray  # column -> offset of its values in `dictionary`
     is_numeric: np.ndarray  # column -> bool
@@ -406,6 +407,7 @@ def compile_taxonomy(tax: Taxonomy) -> _Plan:
         whens=whens,
         values=values,
         paths=np.array([leaf.path for leaf in leaves], dtype=object),
+        given_cols={leaf.index: [col_of[g] for g in leaf.given] for leaf in leaves},
         dictionary=pa.array([v for leaf in leaves for v in leaf.values], type=pa.string()),
         cat_offset=np.cumsum([0] + [len(leaf.values) for leaf in leaves[:-1]]).astype(np.int64),
         is_numeric=np.array([leaf.kind == "numeric" for leaf in leaves]),
@@ -800,11 +802,13 @@ def _sample_leaf(
         sel = sel[~ok]
     if not len(sel):
         return
+    for g in plan.given_cols[c]:  # no conditioning context, no value
+        sel = sel[~np.isnan(V[sel, g])]
     fn = plan.whens.get(c)
-    if fn is not None:
+    if fn is not None and len(sel):
         sel = sel[fn(V, sel)]
-        if not len(sel):
-            return
+    if not len(sel):
+        return
     u = uniforms(keys[sel], STREAM_VALUE + (attempt << 20) + c)
     V[sel, c] = plan.samplers[c].draw(V, sel, u)
 

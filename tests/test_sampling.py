@@ -179,6 +179,18 @@ def test_conditional_tables_are_respected(mini) -> None:
         assert sk.values["person.role"] in roles[band]
 
 
+def test_a_leaf_without_its_given_context_is_absent(human) -> None:
+    seen_homemaker = False
+    for sk in sample_skeletons(human, 42, range(400), "quick"):
+        if "career.status.occupation" in sk.values:
+            assert "career.status.occupation_group" in sk.values
+        if sk.values["career.status.employment_status"] in ("student", "homemaker"):
+            seen_homemaker = True
+            assert "career.status.occupation_group" not in sk.values
+            assert "career.status.occupation" not in sk.values
+    assert seen_homemaker
+
+
 def test_multi_given_table_and_scale_shape_numbers(mini) -> None:
     salaries = collections.defaultdict(list)
     for sk in sample_skeletons(mini, 8, range(4000), "deep"):
