@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import unicodedata
 
 import numpy as np
 import pyarrow as pa
@@ -17,7 +18,7 @@ from personaloom.dedup import (
     datasketch_minhash,
     dedup_table,
     dedup_texts,
-    kernels,
+    hashes,
     load_signatures,
     lsh_params,
     minhash_signatures,
@@ -66,6 +67,8 @@ UNICODE_AND_EDGE_TEXTS = [
     "Русский текст: с пунктуацией, и ЗАГЛАВНЫМИ буквами!",
     "mixed ascii then ünïcödé then ascii again and again and again",
     "tabs\tand\nnewlines\r\nand\x0bvertical\x0cfeeds",
+    "İstanbul ŉ ΐ Straße ½ ﬃ: foldings that grow, next to NFKC forms",
+    "İstanbul ŉ ΐ and STRASSE without any compatibility form",
 ]
 
 
@@ -91,12 +94,14 @@ def test_permutations_are_datasketch_affine32_permutations() -> None:
 
 def test_kernel_hashes_equal_xxhash() -> None:
     rng = np.random.default_rng(0)
-    raw = rng.integers(0, 256, 200, dtype=np.uint8)
-    for length in range(70):
+    raw = rng.integers(0, 256, 200 + hashes.PADDING, dtype=np.uint8)
+    for length in range(100):
         for start in (0, 3):
             chunk = raw[start : start + length].tobytes()
-            assert kernels.xxh32(raw, start, start + length, 0) == xxhash.xxh32_intdigest(chunk)
-            assert kernels.xxh64(raw, start, start + length, 0) == xxhash.xxh64_intdigest(chunk)
+            expected = xxhash.xxh32_intdigest(chunk)
+            assert hashes.xxh32(raw, start, start + length, 0) == expected
+            assert hashes.xxh32_padded(raw, start, start + length, 0) == expected
+            assert hashes.xxh64(raw, start, start + length, 0) == xxhash.xxh64_intdigest(chunk)
 
 
 def test_normalization_folds_case_width_punctuation_and_spacing() -> None:
@@ -112,6 +117,30 @@ def test_normalization_folds_case_width_punctuation_and_spacing() -> None:
             "$5 + 3",
         ]
     ) == ["hello world", "hello world", "hello world", "the cat a tabby sat", "", "", "", "$5 + 3"]
+
+
+def python_normalize(text: str) -> str:
+    """The documented definition, in plain Python: NFKC, casefold, P/Z/Cc -> space, Cf dropped."""
+    out = []
+    for ch in unicodedata.normalize("NFKC", text).casefold():
+        cat = unicodedata.category(ch)
+        if cat[0] in "PZ" or cat == "Cc":
+            out.append(" ")
+        elif cat != "Cf":
+            out.append(ch)
+    return " ".join("".join(out).split())
+
+
+def test_normalization_is_nfkc_casefold_then_word_breaks() -> None:
+    texts = [
+        *[t for t in UNICODE_AND_EDGE_TEXTS if t is not None],
+        "Straße STRASSE ẞ İstanbul ΣΊΣΥΦΟΣ ς ŉ ΐ ﬃ ½ ²",
+        "한국어 \u1100\u1161\u11a8 composed from jamo",
+        "caf\u00e9 vs cafe\u0301 and a\u0308\u0301 reordered a\u0301\u0308",
+        "\u0b47\u0b3e oriya vowel sign composes; \u09c7\u09be bengali",
+        "ｶﾀｶﾅ half-width katakana ﾊﾟ and ℌ𝔢𝔩𝔩𝔬 math letters",
+    ]
+    assert normalize_texts(texts) == [python_normalize(t) for t in texts]
 
 
 def test_short_text_is_one_shingle_and_empty_text_has_none() -> None:
@@ -160,6 +189,27 @@ def test_planted_near_duplicates_are_found_and_distinct_texts_kept() -> None:
         "in_previous_release": 0,
         "kept": 320,
     }
+
+
+def test_chain_removes_only_rows_that_match_a_kept_row() -> None:
+    rng = np.random.default_rng(11)
+    a = random_doc(rng, 300)
+    b = list(a)
+    for pos in range(2, 300, 21):
+        b[pos] = "bb" + a[pos]
+    c = list(b)
+    for pos in range(12, 300, 21):
+        c[pos] = "cc" + a[pos]
+    texts = [" ".join(a), " ".join(b), " ".join(c)]
+    assert jaccard(texts[0], texts[1]) > 0.6 and jaccard(texts[1], texts[2]) > 0.6
+    assert jaccard(texts[0], texts[2]) < 0.4  # a chain: a ~ b ~ c at threshold 0.5
+    result = dedup_texts(texts, threshold=0.5, num_perm=256)
+    assert result.keep.tolist() == [True, False, True]
+    assert result.reasons[1] == "near_duplicate_of:0"
+    # with c preferred, b goes as c's duplicate and a, unlike c, stays
+    result = dedup_texts(texts, scores=[0.0, 0.0, 1.0], threshold=0.5, num_perm=256)
+    assert result.keep.tolist() == [True, False, True]
+    assert result.reasons[1] == "near_duplicate_of:2"
 
 
 def test_exact_copy_flood_leaves_one_with_linear_work() -> None:
@@ -326,6 +376,17 @@ def test_cli_writes_kept_rows_and_prints_counts(corpus, tmp_path, capsys) -> Non
     )
     assert pq.read_table(again).num_rows == 0
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_cli_empty_input_writes_an_empty_file_with_the_schema(tmp_path, capsys) -> None:
+    source, out = tmp_path / "empty.parquet", tmp_path / "out.parquet"
+    pq.write_table(
+        pa.table({"id": pa.array([], pa.int64()), "text": pa.array([], pa.string())}), source
+    )
+    assert main(["dedup", str(source), "--column", "text", "--out", str(out)]) == 0
+    written = pq.read_table(out)
+    assert written.num_rows == 0 and written.schema.names == ["id", "text"]
+    assert "in 0, exact duplicates 0, near duplicates 0" in capsys.readouterr().out
 
 
 def test_cli_score_column_picks_the_kept_row(corpus, tmp_path) -> None:

@@ -5,8 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from personaloom.errors import UserError
+
+if TYPE_CHECKING:  # heavy imports wait for `run`: every CLI start imports this module
+    import numpy as np
+    import pyarrow as pa
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -70,24 +75,57 @@ def _check_options(args: argparse.Namespace) -> None:
             raise UserError(f"{opt} {outputs[opt]}: is a directory")
 
 
-def run(args: argparse.Namespace) -> int:
+READ_BATCH_ROWS = 8192  # smaller batches keep Arrow's decode buffers small
+
+
+def _read_parquet(path: Path) -> pa.Table:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from personaloom.dedup import dedup_table, load_signatures
+    try:
+        parquet = pq.ParquetFile(path, memory_map=True)
+        batches = list(parquet.iter_batches(batch_size=READ_BATCH_ROWS, use_threads=False))
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise UserError(f"{path}: not a readable Parquet file ({exc})") from exc
+    return pa.Table.from_batches(batches, schema=parquet.schema_arrow)
+
+
+def _write_kept(table: pa.Table, keep: np.ndarray, path: Path) -> None:
+    """Write table[keep] atomically, a row group at a time (no full filtered copy)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from personaloom.shards import ROW_GROUP_BYTES, atomic_path
+
+    with atomic_path(path) as tmp:
+        with pq.ParquetWriter(tmp, table.schema, compression="zstd", write_page_index=True) as out:
+            group: list[pa.RecordBatch] = []
+            size = start = 0
+            for batch in table.to_batches():
+                kept = batch.filter(pa.array(keep[start : start + batch.num_rows]))
+                start += batch.num_rows
+                if kept.num_rows:
+                    group.append(kept)
+                    size += kept.nbytes
+                if size >= ROW_GROUP_BYTES:
+                    out.write_table(pa.Table.from_batches(group, schema=table.schema))
+                    group, size = [], 0
+            if group:
+                out.write_table(pa.Table.from_batches(group, schema=table.schema))
+
+
+def run(args: argparse.Namespace) -> int:
+    from personaloom.dedup import dedup_column, load_signatures, removed_table
     from personaloom.shards import write_table_atomic
 
     _check_options(args)
     path = Path(args.input)
     if not path.is_file():
         raise UserError(f"{args.input}: no such file")
-    try:
-        table = pq.read_table(path)
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise UserError(f"{args.input}: not a readable Parquet file ({exc})") from exc
+    table = _read_parquet(path)
     previous = load_signatures(*args.against) if args.against else None
 
-    kept, removed, result = dedup_table(
+    result = dedup_column(
         table,
         args.column,
         score_column=args.score_column,
@@ -98,12 +136,11 @@ def run(args: argparse.Namespace) -> int:
         ngram=args.ngram,
         previous=previous,
     )
-    write_table_atomic(kept, Path(args.out))
+    _write_kept(table, result.keep, Path(args.out))
     if args.removed:
-        write_table_atomic(removed, Path(args.removed))
+        write_table_atomic(removed_table(table, result), Path(args.removed))
     if args.save_signatures:
         result.kept_signatures().save(args.save_signatures)
-
     c = result.counts
     b, r = result.bands
     print(

@@ -30,8 +30,10 @@ from personaloom.dedup.stage import (
     REASON_COLUMN,
     DedupCounts,
     DedupResult,
+    dedup_column,
     dedup_table,
     dedup_texts,
+    removed_table,
 )
 
 __all__ = [
@@ -45,6 +47,7 @@ __all__ = [
     "SignatureSet",
     "agreement_needed",
     "datasketch_minhash",
+    "dedup_column",
     "dedup_table",
     "dedup_texts",
     "load_signatures",
@@ -52,6 +55,7 @@ __all__ = [
     "minhash_signatures",
     "normalize_texts",
     "permutations",
+    "removed_table",
     "shingle_hash32",
     "shingles",
 ]

@@ -17,7 +17,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from personaloom.dedup import kernels
-from personaloom.dedup.normalize import NORMALIZATION, TextsLike, normalize_texts, prepared_buffer
+from personaloom.dedup.normalize import (
+    NORMALIZATION,
+    TextsLike,
+    kernel_input,
+    nfkc,
+    normalize_texts,
+    string_buffers,
+    string_chunks,
+)
 
 if TYPE_CHECKING:
     import datasketch
@@ -75,9 +83,28 @@ def sketch_texts(
     texts: TextsLike, params: MinHashParams
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(exact hashes uint64, normalized byte lengths int64, signatures uint32 [n, num_perm])."""
-    data, offsets, table, amap = prepared_buffer(texts)
+    chunks = string_chunks(texts)
+    n = sum(len(c) for c in chunks)
+    exact = np.empty(n, dtype=np.uint64)
+    lengths = np.empty(n, dtype=np.int64)
+    sigs = np.empty((n, params.num_perm), dtype=np.uint32)
     a, b = permutations(params.num_perm, params.seed)
-    return kernels.sketch(data, offsets, table, amap, a, b, params.ngram)
+    start = 0
+    for chunk in chunks:
+        stop = start + len(chunk)
+        data, offsets, tables = kernel_input(chunk)
+        out = (exact[start:stop], lengths[start:stop], sigs[start:stop])
+        flagged = kernels.sketch(data, offsets, tables, a, b, params.ngram, True, *out)
+        rows = np.flatnonzero(flagged)
+        if len(rows):  # texts that NFKC may change: normalize them in Arrow, then again
+            d2, o2 = string_buffers(nfkc(chunk, rows))
+            redo = (np.empty(len(rows), np.uint64), np.empty(len(rows), np.int64))
+            redo += (np.empty((len(rows), params.num_perm), np.uint32),)
+            kernels.sketch(d2, o2, tables, a, b, params.ngram, False, *redo)
+            for whole, part in zip(out, redo, strict=True):
+                whole[rows] = part
+        start = stop
+    return exact, lengths, sigs
 
 
 def minhash_signatures(

@@ -2,19 +2,19 @@
 
 A text is normalized as:
 
-1. Unicode NFKC (Arrow/utf8proc), so compatibility forms fold: full-width letters, ligatures,
-   non-breaking spaces, superscripts.
-2. Lowercase (Arrow `utf8_lower`, Unicode simple case mapping; ASCII inside the kernel).
-   This is not full `str.casefold`: "ß" and "ss" stay different.
+1. Unicode NFKC, so compatibility forms fold: full-width letters, ligatures, non-breaking
+   spaces, superscripts. (Run by Arrow, only on texts holding a code point that NFKC may
+   change; every other text is already NFKC.)
+2. Case folding: `str.casefold` per code point ("Straße" -> "strasse", "Σ"/"ς" -> "σ").
+   The result is not re-normalized.
 3. Punctuation (Unicode P*), separators (Z*) and control characters (Cc, so newlines and
    tabs) become word breaks; format characters (Cf: zero-width spaces and joiners, soft
-   hyphens, BOM) are dropped. Symbols (S*: "$", "+", emoji) and digits are kept.
+   hyphens, BOM) are dropped. Symbols (S*: "$", "+", emoji), marks and digits are kept.
 4. Words are joined by single spaces, no leading or trailing space.
 
 So "Hello,  WORLD!" and "hello world" are exact duplicates. A text of only punctuation or
-whitespace normalizes to "" (the empty class). Steps 1-2 run in Arrow only for texts that
-are not pure ASCII (for ASCII they are the identity or plain ASCII lowercasing); step 3-4
-run in one numba pass over the UTF-8 bytes for every text.
+whitespace normalizes to "" (the empty class). Steps 2-4 run in one numba pass over the
+UTF-8 bytes (`kernels.py`) with tables built from Python's `unicodedata`.
 """
 
 from __future__ import annotations
@@ -29,88 +29,129 @@ import pyarrow.compute as pc
 
 from personaloom.dedup import kernels
 
-NORMALIZATION = "nfkc-lower-punct2space-v1"
+NORMALIZATION = "nfkc-casefold-punct2space-v1"
 
 _SEPARATOR_CATEGORIES = frozenset(
     {"Pc", "Pd", "Ps", "Pe", "Pi", "Pf", "Po", "Zs", "Zl", "Zp", "Cc"}
 )
+_SKIPPED_CATEGORIES = frozenset({"Cn", "Co", "Cs"})  # unassigned, private use, surrogates
+# Hangul vowel and trailing jamo compose with a preceding jamo under NFKC (algorithmically,
+# so `unicodedata.decomposition` does not list them).
+_HANGUL_COMPOSING = (range(0x1161, 0x1176), range(0x11A8, 0x11C3))
+
+Tables = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 
 @functools.cache
-def class_table(limit: int = 0x110000) -> tuple[np.ndarray, np.ndarray]:
-    """(class per code point below `limit`, its byte fast path `kernels.ascii_map`).
+def unicode_tables(limit: int = 0x110000) -> Tables:
+    """(info, byte map, fold code points, fold offsets, fold UTF-8 bytes) for the kernels.
 
-    Classes are WORD, SEPARATOR, REMOVED (see the module docstring), from Python's
-    `unicodedata` categories.
+    `info[cp]` is the class (WORD, SEPARATOR, REMOVED) plus the NEEDS_NFKC and HAS_FOLD
+    flags, for code points below `limit` (128 suffices for pure-ASCII batches). NEEDS_NFKC
+    marks code points NFKC changes, combining marks, and code points that compose with a
+    preceding one (second half of a canonical pair, Hangul jamo): a text without any is
+    already NFKC. Built once per process (about a second for the full range).
     """
-    table = np.zeros(limit, dtype=np.uint8)
+    info = np.zeros(limit, dtype=np.uint8)
+    folds: dict[int, bytes] = {}
     category = unicodedata.category
     for cp in range(limit):
-        cat = category(chr(cp))
+        ch = chr(cp)
+        cat = category(ch)
+        if cat in _SKIPPED_CATEGORIES:
+            continue
         if cat in _SEPARATOR_CATEGORIES:
-            table[cp] = kernels.SEPARATOR
+            info[cp] = kernels.SEPARATOR
         elif cat == "Cf":
-            table[cp] = kernels.REMOVED
-    return table, kernels.ascii_map(table)
+            info[cp] = kernels.REMOVED
+        if cp < 128:
+            continue
+        folded = ch.casefold()
+        if folded != ch:
+            info[cp] |= kernels.HAS_FOLD
+            folds[cp] = folded.encode("utf-8")
+        if unicodedata.combining(ch) or not unicodedata.is_normalized("NFKC", ch):
+            info[cp] |= kernels.NEEDS_NFKC
+        decomposition = unicodedata.decomposition(ch).split()
+        if len(decomposition) == 2 and not decomposition[0].startswith("<"):
+            second = int(decomposition[1], 16)
+            if second < limit:
+                info[second] |= kernels.NEEDS_NFKC
+    for block in _HANGUL_COMPOSING:
+        for cp in block:
+            if cp < limit:
+                info[cp] |= kernels.NEEDS_NFKC
+    fold_cps = np.array(sorted(folds), dtype=np.int64)
+    fold_offsets = np.zeros(len(fold_cps) + 1, dtype=np.int64)
+    fold_offsets[1:] = np.cumsum([len(folds[cp]) for cp in fold_cps.tolist()])
+    fold_bytes = np.frombuffer(b"".join(folds[cp] for cp in fold_cps.tolist()) or b"\0", np.uint8)
+    return info, kernels.byte_map(info), fold_cps, fold_offsets, fold_bytes
 
 
 TextsLike = Iterable[str | None] | pa.Array | pa.ChunkedArray
 
 
-def as_string_array(texts: TextsLike) -> pa.LargeStringArray:
-    """One contiguous large_string array; nulls (None) become ""."""
+def string_chunks(texts: TextsLike) -> list[pa.Array]:
+    """The texts as Arrow string/large_string arrays (chunks kept, not copied); None -> ""."""
     if isinstance(texts, pa.ChunkedArray):
-        arr = texts.combine_chunks() if texts.num_chunks != 1 else texts.chunk(0)
+        chunks = list(texts.chunks)
     elif isinstance(texts, pa.Array):
-        arr = texts
+        chunks = [texts]
     else:
-        arr = pa.array(
-            list(texts) if not isinstance(texts, list) else texts, type=pa.large_string()
-        )
-    if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
+        values = texts if isinstance(texts, list) else list(texts)
+        chunks = [pa.array(values, type=pa.large_string())]
+    out = []
+    for arr in chunks:
         if pa.types.is_null(arr.type):
             arr = arr.cast(pa.large_string())
-        else:
+        elif not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
             raise TypeError(f"texts must be strings, got Arrow type {arr.type}")
-    if arr.type != pa.large_string():
-        arr = arr.cast(pa.large_string())
-    if arr.null_count:
-        arr = pc.fill_null(arr, "")
-    return arr
+        out.append(pc.fill_null(arr, "") if arr.null_count else arr)
+    return out
 
 
-def _buffers(arr: pa.LargeStringArray) -> tuple[np.ndarray, np.ndarray]:
+def string_buffers(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     _, offsets_buf, data_buf = arr.buffers()
-    offsets = np.frombuffer(offsets_buf, dtype=np.int64)[arr.offset : arr.offset + len(arr) + 1]
+    width = np.int64 if pa.types.is_large_string(arr.type) else np.int32
+    if offsets_buf is None:
+        return np.zeros(0, np.uint8), np.zeros(1, np.int64)
+    offsets = np.frombuffer(offsets_buf, dtype=width)[arr.offset : arr.offset + len(arr) + 1]
     data = (
         np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.zeros(0, np.uint8)
     )
-    if len(offsets) == 0:
-        offsets = np.zeros(1, dtype=np.int64)
-    return data, offsets
+    return data, offsets.astype(np.int64, copy=False)
 
 
-def prepared_buffer(texts: TextsLike) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(UTF-8 bytes, int64 offsets, class table, ascii map) ready for the kernels.
+def kernel_input(arr: pa.Array) -> tuple[np.ndarray, np.ndarray, Tables]:
+    """(UTF-8 bytes, int64 offsets, tables) of one chunk: the full tables only if needed."""
+    data, offsets = string_buffers(arr)
+    full = bool(kernels.any_non_ascii(data[offsets[0] : offsets[-1]]))
+    return data, offsets, unicode_tables() if full else unicode_tables(128)
 
-    Texts that are not pure ASCII are NFKC-normalized and lowercased here (Arrow); the
-    rest of the normalization is the kernels' job.
-    """
-    arr = as_string_array(texts)
-    ascii_mask = pc.string_is_ascii(arr)
-    if len(arr) and not pc.all(ascii_mask).as_py():
-        non_ascii = pc.invert(ascii_mask)
-        folded = pc.utf8_lower(pc.utf8_normalize(arr.filter(non_ascii), "NFKC"))
-        arr = pc.replace_with_mask(arr, non_ascii, folded.cast(pa.large_string()))
-        table, amap = class_table()
-    else:
-        table, amap = class_table(128)
-    data, offsets = _buffers(arr)
-    return data, offsets, table, amap
+
+def nfkc(arr: pa.Array, rows: np.ndarray) -> pa.Array:
+    """NFKC of arr[rows] (Arrow), for the texts the kernels flagged."""
+    return pc.utf8_normalize(arr.take(pa.array(rows, type=pa.int64())), "NFKC")
 
 
 def normalize_texts(texts: TextsLike) -> list[str]:
     """The normalized form of each text (see the module docstring)."""
-    data, offsets = kernels.normalize_bytes(*prepared_buffer(texts))
-    raw = data.tobytes()
-    return [raw[offsets[i] : offsets[i + 1]].decode("utf-8") for i in range(len(offsets) - 1)]
+    out: list[str] = []
+    for chunk in string_chunks(texts):
+        data, offsets, tables = kernel_input(chunk)
+        norm, norm_offsets, flagged = kernels.normalize_bytes(data, offsets, tables, True)
+        raw = norm.tobytes()
+        texts_out = [
+            raw[norm_offsets[i] : norm_offsets[i + 1]].decode("utf-8")
+            for i in range(len(norm_offsets) - 1)
+        ]
+        rows = np.flatnonzero(flagged)
+        if len(rows):
+            fixed = nfkc(chunk, rows)
+            d2, o2 = string_buffers(fixed)
+            norm2, off2, _ = kernels.normalize_bytes(d2, o2, tables, False)
+            raw2 = norm2.tobytes()
+            for j, row in enumerate(rows.tolist()):
+                texts_out[row] = raw2[off2[j] : off2[j + 1]].decode("utf-8")
+        out += texts_out
+    return out

@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from personaloom.dedup import kernels
+from personaloom.dedup import lsh
 from personaloom.dedup.minhash import MinHashParams
 from personaloom.errors import UserError
 from personaloom.shards import write_table_atomic
@@ -66,15 +66,20 @@ class SignatureSet:
                 "re-run with the same --num-perm/--seed/--ngram or recompute the signatures"
             )
 
-    def band_index(self, band: int, rows_per_band: int) -> tuple[np.ndarray, np.ndarray]:
-        """(sorted band keys, row of each key) over the non-empty signatures; cached."""
-        cached = self._bands.get((band, rows_per_band))
+    def band_index(self, bands: int, rows_per_band: int) -> tuple[np.ndarray, np.ndarray]:
+        """Per band, the sorted band keys of the non-empty signatures and their rows:
+        two [bands, m] arrays, cached."""
+        cached = self._bands.get((bands, rows_per_band))
         if cached is None:
             rows = np.flatnonzero((self.signatures != np.uint32(0xFFFFFFFF)).any(axis=1))
-            keys = kernels.band_keys(self.signatures, rows, band, rows_per_band)
-            order = np.argsort(keys, kind="stable")
-            cached = (keys[order], rows[order])
-            self._bands[(band, rows_per_band)] = cached
+            keys = np.empty((bands, len(rows)), dtype=np.uint64)
+            order = np.empty((bands, len(rows)), dtype=np.int64)
+            for band in range(bands):
+                band_key = lsh.band_keys(self.signatures, rows, band, rows_per_band)
+                by_key = np.argsort(band_key, kind="stable")
+                keys[band], order[band] = band_key[by_key], rows[by_key]
+            cached = (keys, order)
+            self._bands[(bands, rows_per_band)] = cached
         return cached
 
     def save(self, path: str | Path) -> None:

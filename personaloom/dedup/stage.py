@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow as pa
 
 from personaloom.dedup import kernels
-from personaloom.dedup.lsh import cluster, lsh_params
+from personaloom.dedup.lsh import choose_keepers, link_candidates, lsh_params
 from personaloom.dedup.minhash import MinHashParams, sketch_texts
 from personaloom.dedup.normalize import TextsLike
 from personaloom.dedup.signatures import SignatureSet
@@ -44,16 +44,17 @@ class DedupCounts:
 class DedupResult:
     """Per-row outcome of `dedup_texts`.
 
-    keep: bool [n]. cluster: int64 [n], the row index of the cluster's best row (the one
-    kept unless the cluster is in a previous release). reasons: None for kept rows, else
-    "exact_duplicate_of:<id>", "near_duplicate_of:<id>" or "in_previous_release".
+    keep: bool [n]. cluster: int64 [n], the row kept for this row (itself if kept; for rows
+    in a previous release, the best row of their exact group). reasons: None for kept rows,
+    else "exact_duplicate_of:<id>", "near_duplicate_of:<id>" (the kept row) or
+    "in_previous_release".
     """
 
     keep: np.ndarray
     cluster: np.ndarray
     reasons: list[str | None]
     counts: DedupCounts
-    ids: list[str]
+    row_ids: np.ndarray | None
     exact_hashes: np.ndarray
     group_signatures: np.ndarray
     group_of_row: np.ndarray
@@ -61,6 +62,10 @@ class DedupResult:
     threshold: float
     bands: tuple[int, int]
     verifications: int
+
+    def id_of(self, row: int) -> str:
+        """The id of `row` as used in reasons: its id value, else its row number."""
+        return str(self.row_ids[row]) if self.row_ids is not None else str(row)
 
     @property
     def signatures(self) -> np.ndarray:
@@ -71,7 +76,7 @@ class DedupResult:
         """Signatures of the kept rows, to store with a release (`SignatureSet.save`)."""
         rows = np.flatnonzero(self.keep)
         return SignatureSet(
-            ids=[self.ids[i] for i in rows],
+            ids=[self.id_of(i) for i in rows.tolist()],
             exact_hashes=self.exact_hashes[rows],
             signatures=self.group_signatures[self.group_of_row[rows]],
             params=self.params,
@@ -91,11 +96,11 @@ def _scores_array(scores: Any, n: int) -> np.ndarray:
     return scores
 
 
-def _priority(n: int, ids: Sequence[Any] | None, scores: Any) -> np.ndarray:
+def _priority(n: int, ids: np.ndarray | None, scores: Any) -> np.ndarray:
     """Rows ordered best first: highest score (missing/NaN last), then lowest id, then row."""
     keys: list[np.ndarray] = [np.arange(n)]
     if ids is not None:
-        _, id_rank = np.unique(np.asarray(ids), return_inverse=True)
+        _, id_rank = np.unique(ids, return_inverse=True)
         keys.append(id_rank.reshape(-1))
     if scores is not None:
         s = _scores_array(scores, n)
@@ -117,11 +122,12 @@ def dedup_texts(
 ) -> DedupResult:
     """Exact then near-duplicate dedup of one batch of texts (and against `previous`).
 
-    Exact duplicates share a normalized text (XXH64 of it). Near duplicates are linked when
-    LSH makes them candidates and their MinHash signatures agree on >= threshold of the
-    positions; clusters are connected components. Each cluster keeps its best row: highest
-    score (None/NaN lowest), then lowest id, then first row. A cluster that reaches a text of
-    `previous` keeps nothing. None texts count as empty; all empty texts (after
+    Exact duplicates share a normalized text (XXH64 of it); each group keeps its best row:
+    highest score (None/NaN lowest), then lowest id, then first row. Near duplicates: LSH
+    candidates whose MinHash signatures agree on >= threshold of the positions are linked
+    into components; in each, the best text is kept and the others, best first, are removed
+    if they match a kept one (see `lsh.py`). Texts matching `previous` (exactly, or a
+    verified LSH candidate) are removed. None texts count as empty; all empty texts (after
     normalization) are exact duplicates of each other.
     """
     if not 0.0 < threshold <= 1.0:
@@ -138,51 +144,53 @@ def dedup_texts(
 
     exact, lengths, sigs = sketch_texts(texts, params)
     n = len(exact)
-    if ids is not None and len(ids) != n:
-        raise ValueError(f"ids must have one value per text ({n}), got {len(ids)}")
-    id_strings = [str(i) for i in ids] if ids is not None else [str(i) for i in range(n)]
+    row_ids = None if ids is None else np.asarray(ids)
+    if row_ids is not None and row_ids.shape != (n,):
+        raise ValueError(f"ids must have one value per text ({n}), got shape {row_ids.shape}")
 
-    # Exact groups: group g's representative is its first row.
-    _, first, group_of_row = np.unique(exact, return_index=True, return_inverse=True)
-    group_of_row = group_of_row.reshape(-1)
+    order = _priority(n, row_ids, scores)
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = np.arange(n)
+
+    # Exact groups, numbered in order of their first row; group g's signature is sigs[g].
+    _, first, inverse = np.unique(exact, return_index=True, return_inverse=True)
+    by_first = np.argsort(first)
+    first = first[by_first]
+    renumber = np.empty(len(first), dtype=np.int64)
+    renumber[by_first] = np.arange(len(first))
+    group_of_row = renumber[inverse.reshape(-1)]
     n_groups = len(first)
-    prev_node = n_groups
-    parent = np.arange(n_groups + 1, dtype=np.int64)
-    group_sigs = sigs[first]
+    kernels.compact_rows(sigs, first)  # no second [n, num_perm] array
+    group_sigs = sigs[:n_groups]
+    group_rank = np.full(n_groups, n, dtype=np.int64)
+    np.minimum.at(group_rank, group_of_row, rank)
+    group_best = order[group_rank] if n else np.zeros(0, dtype=np.int64)
 
+    prev_hit = np.zeros(n_groups, dtype=bool)
     if previous is not None and len(previous):
-        hits = np.flatnonzero(np.isin(exact[first], previous.exact_hashes))
-        kernels.union_pairs(parent, hits, np.full(len(hits), prev_node, dtype=np.int64))
+        prev_hit |= np.isin(exact[first], previous.exact_hashes)
 
     # Near duplicates among non-empty groups (the empty text is its own exact class).
     lsh_groups = np.flatnonzero(lengths[first] > 0)
-    lsh_parent = np.arange(len(lsh_groups) + 1, dtype=np.int64)
-    checks = cluster(
+    lsh_root, checks = link_candidates(
         group_sigs,
         lsh_groups,
-        lsh_parent,
         threshold=threshold,
         bands=bands,
-        previous=(len(lsh_groups), previous) if previous is not None and len(previous) else None,
+        previous=previous,
+        prev_hit=prev_hit,
     )
-    lsh_root = kernels.roots(lsh_parent)
-    nodes = np.append(lsh_groups, prev_node)
-    linked = np.flatnonzero(lsh_root != np.arange(len(lsh_root)))
-    kernels.union_pairs(parent, nodes[linked], nodes[lsh_root[linked]])
-
-    root_of_group = kernels.roots(parent)
-    row_root = root_of_group[group_of_row]
-    in_previous = (
-        row_root == root_of_group[prev_node] if previous is not None else np.zeros(n, dtype=bool)
+    component = np.arange(n_groups, dtype=np.int64)
+    component[lsh_groups] = lsh_groups[lsh_root]
+    keeper, keep_checks = choose_keepers(
+        group_sigs, component, group_rank, prev_hit, threshold=threshold
     )
 
-    order = _priority(n, ids, scores)
-    rank = np.empty(n, dtype=np.int64)
-    rank[order] = np.arange(n)
-    best_rank = np.full(n_groups + 1, n, dtype=np.int64)
-    np.minimum.at(best_rank, row_root, rank)
-    best_row = order[best_rank[row_root]] if n else np.zeros(0, dtype=np.int64)
-    keep = (best_row == np.arange(n)) & ~in_previous
+    g = group_of_row
+    kg = keeper[g]
+    in_previous = kg < 0
+    cluster_row = np.where(in_previous, group_best[g], group_best[np.maximum(kg, 0)])
+    keep = ~in_previous & (kg == g) & (group_best[g] == np.arange(n))
 
     reasons: list[str | None] = [None] * n
     exact_count = near_count = prev_count = 0
@@ -190,26 +198,28 @@ def dedup_texts(
         if in_previous[row]:
             reasons[row] = REASON_PREVIOUS
             prev_count += 1
-        elif group_of_row[row] == group_of_row[best_row[row]]:
-            reasons[row] = REASON_EXACT + id_strings[best_row[row]]
+            continue
+        kept_id = str(row_ids[cluster_row[row]]) if row_ids is not None else str(cluster_row[row])
+        if kg[row] == g[row]:
+            reasons[row] = REASON_EXACT + kept_id
             exact_count += 1
         else:
-            reasons[row] = REASON_NEAR + id_strings[best_row[row]]
+            reasons[row] = REASON_NEAR + kept_id
             near_count += 1
     counts = DedupCounts(n, exact_count, near_count, prev_count, int(keep.sum()))
     return DedupResult(
         keep=keep,
-        cluster=best_row.astype(np.int64),
+        cluster=cluster_row.astype(np.int64),
         reasons=reasons,
         counts=counts,
-        ids=id_strings,
+        row_ids=row_ids,
         exact_hashes=exact,
         group_signatures=group_sigs,
         group_of_row=group_of_row,
         params=params,
         threshold=threshold,
         bands=bands,
-        verifications=int(checks),
+        verifications=int(checks) + keep_checks,
     )
 
 
@@ -221,7 +231,7 @@ def _column(table: pa.Table, name: str, option: str) -> pa.ChunkedArray:
     return table.column(name)
 
 
-def dedup_table(
+def dedup_column(
     table: pa.Table,
     column: str,
     *,
@@ -232,11 +242,11 @@ def dedup_table(
     seed: int = 1,
     ngram: int = 5,
     previous: SignatureSet | None = None,
-) -> tuple[pa.Table, pa.Table, DedupResult]:
-    """Dedup `table` on its text `column`: (kept rows, removed rows + `dedup_reason`, result).
+) -> DedupResult:
+    """`dedup_texts` on a table's text `column` (UserError naming the option if unusable).
 
-    All columns are kept intact. Ids in reasons come from `id_column` (else row numbers);
-    `score_column` picks the row a cluster keeps.
+    Ids in reasons come from `id_column` (else row numbers); `score_column` picks the row a
+    cluster keeps.
     """
     texts = _column(table, column, "--column")
     if not (pa.types.is_string(texts.type) or pa.types.is_large_string(texts.type)):
@@ -247,8 +257,13 @@ def dedup_table(
         scores = _column(table, score_column, "--score-column")
         if not (pa.types.is_integer(scores.type) or pa.types.is_floating(scores.type)):
             raise UserError(f"--score-column {score_column}: must be numeric, it is {scores.type}")
-    ids = _column(table, id_column, "--id-column").to_pylist() if id_column else None
-    result = dedup_texts(
+    ids = None
+    if id_column is not None:
+        id_values = _column(table, id_column, "--id-column")
+        if id_values.null_count:
+            raise UserError(f"--id-column {id_column}: {id_values.null_count} rows have no id")
+        ids = id_values.to_numpy(zero_copy_only=False)
+    return dedup_texts(
         texts,
         ids,
         scores,
@@ -258,12 +273,26 @@ def dedup_table(
         ngram=ngram,
         previous=previous,
     )
-    mask = pa.array(result.keep)
-    kept = table.filter(mask)
-    removed_rows = np.flatnonzero(~result.keep)
-    removed = table.take(pa.array(removed_rows, type=pa.int64()))
-    reasons = pa.array([result.reasons[i] for i in removed_rows], type=pa.string())
+
+
+def removed_table(table: pa.Table, result: DedupResult) -> pa.Table:
+    """The removed rows of `table`, all columns, plus `dedup_reason`."""
+    rows = np.flatnonzero(~result.keep)
+    removed = table.take(pa.array(rows, type=pa.int64()))
     if REASON_COLUMN in removed.column_names:
         removed = removed.drop_columns([REASON_COLUMN])
-    removed = removed.append_column(REASON_COLUMN, reasons)
-    return kept, removed, result
+    reasons = pa.array([result.reasons[i] for i in rows.tolist()], type=pa.string())
+    return removed.append_column(REASON_COLUMN, reasons)
+
+
+def dedup_table(
+    table: pa.Table,
+    column: str,
+    **options: Any,
+) -> tuple[pa.Table, pa.Table, DedupResult]:
+    """Dedup `table` on its text `column`: (kept rows, removed rows + `dedup_reason`, result).
+
+    All columns are kept intact; `options` are those of `dedup_column`.
+    """
+    result = dedup_column(table, column, **options)
+    return table.filter(pa.array(result.keep)), removed_table(table, result), result
