@@ -85,7 +85,7 @@ def _read_parquet(path: Path) -> pa.Table:
     try:
         parquet = pq.ParquetFile(path, memory_map=True)
         batches = list(parquet.iter_batches(batch_size=READ_BATCH_ROWS, use_threads=False))
-    except (pa.ArrowInvalid, OSError) as exc:
+    except (pa.ArrowException, OSError) as exc:
         raise UserError(f"{path}: not a readable Parquet file ({exc})") from exc
     return pa.Table.from_batches(batches, schema=parquet.schema_arrow)
 

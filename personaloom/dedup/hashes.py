@@ -220,15 +220,26 @@ def fmix32(h):
 
 
 @nb.njit(inline="always")
-def _round64(acc, lane):
+def round64(acc, lane):
     acc = acc + lane * _P64_2
     return _rotl64(acc, 31) * _P64_1
 
 
 @nb.njit(inline="always")
 def _merge64(acc, val):
-    acc ^= _round64(np.uint64(0), val)
+    acc ^= round64(np.uint64(0), val)
     return acc * _P64_1 + _P64_4
+
+
+@nb.njit(inline="always")
+def avalanche64(h):
+    """XXH64's final mix."""
+    h ^= h >> np.uint64(33)
+    h *= _P64_2
+    h ^= h >> np.uint64(29)
+    h *= _P64_3
+    h ^= h >> np.uint64(32)
+    return h
 
 
 @nb.njit(inline="always")
@@ -244,10 +255,10 @@ def xxh64(buf, start, end, seed):
         v4 = seed - _P64_1
         limit = end - 32
         while p <= limit:
-            v1 = _round64(v1, _read64(buf, p))
-            v2 = _round64(v2, _read64(buf, p + 8))
-            v3 = _round64(v3, _read64(buf, p + 16))
-            v4 = _round64(v4, _read64(buf, p + 24))
+            v1 = round64(v1, _read64(buf, p))
+            v2 = round64(v2, _read64(buf, p + 8))
+            v3 = round64(v3, _read64(buf, p + 16))
+            v4 = round64(v4, _read64(buf, p + 24))
             p += 32
         h = _rotl64(v1, 1) + _rotl64(v2, 7) + _rotl64(v3, 12) + _rotl64(v4, 18)
         h = _merge64(h, v1)
@@ -258,7 +269,7 @@ def xxh64(buf, start, end, seed):
         h = seed + _P64_5
     h += np.uint64(length)
     while p + 8 <= end:
-        h ^= _round64(np.uint64(0), _read64(buf, p))
+        h ^= round64(np.uint64(0), _read64(buf, p))
         h = _rotl64(h, 27) * _P64_1 + _P64_4
         p += 8
     if p + 4 <= end:
@@ -269,9 +280,4 @@ def xxh64(buf, start, end, seed):
         h ^= np.uint64(buf[p]) * _P64_5
         h = _rotl64(h, 11) * _P64_1
         p += 1
-    h ^= h >> np.uint64(33)
-    h *= _P64_2
-    h ^= h >> np.uint64(29)
-    h *= _P64_3
-    h ^= h >> np.uint64(32)
-    return h
+    return avalanche64(h)

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 import numba as nb
 import numpy as np
 
-from personaloom.dedup.hashes import _P64_1, _P64_2, _P64_3, _P64_5, _round64
+from personaloom.dedup.hashes import avalanche64, round64
 
 if TYPE_CHECKING:
     from personaloom.dedup.signatures import SignatureSet
@@ -73,15 +73,11 @@ def agreement_needed(threshold: float, num_perm: int) -> int:
 
 @nb.njit(inline="always")
 def _band_key(sigs, row, band, rows_per_band):
-    h = np.uint64(band) * _P64_5 + _P64_1
+    """A 64-bit key of one band of a signature (xxh64 rounds over its values)."""
+    h = np.uint64(band)
     for j in range(band * rows_per_band, (band + 1) * rows_per_band):
-        h = _round64(h, np.uint64(sigs[row, j]))
-    h ^= h >> np.uint64(33)
-    h *= _P64_2
-    h ^= h >> np.uint64(29)
-    h *= _P64_3
-    h ^= h >> np.uint64(32)
-    return h
+        h = round64(h, np.uint64(sigs[row, j]))
+    return avalanche64(h)
 
 
 @nb.njit(cache=True)

@@ -11,6 +11,7 @@ that is fast both in numba and as a C-backed Python callable for datasketch's `h
 from __future__ import annotations
 
 import functools
+import unicodedata
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -21,9 +22,8 @@ from personaloom.dedup.normalize import (
     NORMALIZATION,
     TextsLike,
     kernel_input,
-    nfkc,
+    nfkc_retry,
     normalize_texts,
-    string_buffers,
     string_chunks,
 )
 
@@ -51,6 +51,8 @@ class MinHashParams:
             raise ValueError(f"ngram must be a positive integer, got {self.ngram!r}")
 
     def metadata(self) -> dict[str, object]:
+        """What stored signatures record; `unicode` (the tables' Unicode version) is for
+        information only: only texts with code points new in a version could differ."""
         return {
             "num_perm": self.num_perm,
             "seed": self.seed,
@@ -58,6 +60,7 @@ class MinHashParams:
             "scheme": SCHEME,
             "shingle_hash": SHINGLE_HASH,
             "normalization": NORMALIZATION,
+            "unicode": unicodedata.unidata_version,
         }
 
 
@@ -95,12 +98,11 @@ def sketch_texts(
         data, offsets, tables = kernel_input(chunk)
         out = (exact[start:stop], lengths[start:stop], sigs[start:stop])
         flagged = kernels.sketch(data, offsets, tables, a, b, params.ngram, True, *out)
-        rows = np.flatnonzero(flagged)
-        if len(rows):  # texts that NFKC may change: normalize them in Arrow, then again
-            d2, o2 = string_buffers(nfkc(chunk, rows))
+        if flagged.any():  # texts NFKC may change: normalized by Arrow, then sketched
+            rows, fixed, fixed_offsets = nfkc_retry(chunk, flagged)
             redo = (np.empty(len(rows), np.uint64), np.empty(len(rows), np.int64))
             redo += (np.empty((len(rows), params.num_perm), np.uint32),)
-            kernels.sketch(d2, o2, tables, a, b, params.ngram, False, *redo)
+            kernels.sketch(fixed, fixed_offsets, tables, a, b, params.ngram, False, *redo)
             for whole, part in zip(out, redo, strict=True):
                 whole[rows] = part
         start = stop

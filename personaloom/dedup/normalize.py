@@ -129,9 +129,16 @@ def kernel_input(arr: pa.Array) -> tuple[np.ndarray, np.ndarray, Tables]:
     return data, offsets, unicode_tables() if full else unicode_tables(128)
 
 
-def nfkc(arr: pa.Array, rows: np.ndarray) -> pa.Array:
-    """NFKC of arr[rows] (Arrow), for the texts the kernels flagged."""
-    return pc.utf8_normalize(arr.take(pa.array(rows, type=pa.int64())), "NFKC")
+def nfkc_retry(arr: pa.Array, flagged: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(rows, bytes, offsets) of the texts the kernels flagged, NFKC-normalized by Arrow."""
+    rows = np.flatnonzero(flagged)
+    fixed = pc.utf8_normalize(arr.take(pa.array(rows, type=pa.int64())), "NFKC")
+    return rows, *string_buffers(fixed)
+
+
+def _decode_all(data: np.ndarray, offsets: np.ndarray) -> list[str]:
+    raw = data.tobytes()
+    return [raw[offsets[i] : offsets[i + 1]].decode("utf-8") for i in range(len(offsets) - 1)]
 
 
 def normalize_texts(texts: TextsLike) -> list[str]:
@@ -139,19 +146,12 @@ def normalize_texts(texts: TextsLike) -> list[str]:
     out: list[str] = []
     for chunk in string_chunks(texts):
         data, offsets, tables = kernel_input(chunk)
-        norm, norm_offsets, flagged = kernels.normalize_bytes(data, offsets, tables, True)
-        raw = norm.tobytes()
-        texts_out = [
-            raw[norm_offsets[i] : norm_offsets[i + 1]].decode("utf-8")
-            for i in range(len(norm_offsets) - 1)
-        ]
-        rows = np.flatnonzero(flagged)
-        if len(rows):
-            fixed = nfkc(chunk, rows)
-            d2, o2 = string_buffers(fixed)
-            norm2, off2, _ = kernels.normalize_bytes(d2, o2, tables, False)
-            raw2 = norm2.tobytes()
-            for j, row in enumerate(rows.tolist()):
-                texts_out[row] = raw2[off2[j] : off2[j + 1]].decode("utf-8")
-        out += texts_out
+        *normalized, flagged = kernels.normalize_bytes(data, offsets, tables, True)
+        chunk_out = _decode_all(*normalized)
+        if flagged.any():
+            rows, fixed, fixed_offsets = nfkc_retry(chunk, flagged)
+            *renormalized, _ = kernels.normalize_bytes(fixed, fixed_offsets, tables, False)
+            for row, text in zip(rows.tolist(), _decode_all(*renormalized), strict=True):
+                chunk_out[row] = text
+        out += chunk_out
     return out

@@ -104,31 +104,34 @@ class SignatureSet:
             raise UserError(f"{path}: no such signatures file")
         try:
             table = pq.read_table(path)
-        except (pa.ArrowInvalid, OSError) as exc:
+        except (pa.ArrowException, OSError) as exc:
             raise UserError(f"{path}: not a Parquet signatures file ({exc})") from exc
         raw = (table.schema.metadata or {}).get(METADATA_KEY)
         if raw is None:
             raise UserError(f"{path}: no personaloom.dedup metadata (not a signatures file)")
-        meta = json.loads(raw)
-        if meta.get("format") != FORMAT:
-            raise UserError(f"{path}: unknown signatures format {meta.get('format')!r}")
-        params = MinHashParams(int(meta["num_perm"]), int(meta["seed"]), int(meta["ngram"]))
-        expected = params.metadata()
-        for key in ("scheme", "shingle_hash", "normalization"):
-            if meta.get(key) != expected[key]:
-                raise UserError(
-                    f"{path}: signatures use {key}={meta.get(key)!r}, this version computes "
-                    f"{expected[key]!r}; recompute them"
-                )
-        sig_col = table.column("signature").combine_chunks()
-        values = sig_col.values.to_numpy(zero_copy_only=False) if len(sig_col) else np.zeros(0)
-        return cls(
-            ids=table.column("id").to_pylist(),
-            exact_hashes=table.column("exact_hash").to_numpy(),
-            signatures=values.astype(np.uint32).reshape(-1, params.num_perm),
-            params=params,
-            source=str(path),
-        )
+        try:
+            meta = json.loads(raw)
+            if meta.get("format") != FORMAT:
+                raise UserError(f"{path}: unknown signatures format {meta.get('format')!r}")
+            params = MinHashParams(int(meta["num_perm"]), int(meta["seed"]), int(meta["ngram"]))
+            expected = params.metadata()
+            for key in ("scheme", "shingle_hash", "normalization"):
+                if meta.get(key) != expected[key]:
+                    raise UserError(
+                        f"{path}: signatures use {key}={meta.get(key)!r}, this version computes "
+                        f"{expected[key]!r}; recompute them"
+                    )
+            sig_col = table.column("signature").combine_chunks()
+            values = sig_col.flatten().to_numpy(zero_copy_only=False)
+            return cls(
+                ids=[str(i) for i in table.column("id").to_pylist()],
+                exact_hashes=table.column("exact_hash").to_numpy(),
+                signatures=values.astype(np.uint32).reshape(-1, params.num_perm),
+                params=params,
+                source=str(path),
+            )
+        except (KeyError, ValueError, TypeError, AttributeError, pa.ArrowException) as exc:
+            raise UserError(f"{path}: malformed signatures file ({exc})") from exc
 
     @classmethod
     def concat(cls, sets: Sequence[SignatureSet]) -> SignatureSet:
