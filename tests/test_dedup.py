@@ -288,6 +288,19 @@ def test_previous_signatures_with_other_parameters_are_refused(tmp_path) -> None
         load_signatures(plain)
 
 
+def test_signatures_of_several_releases_combine(tmp_path) -> None:
+    rng = np.random.default_rng(8)
+    docs = [" ".join(random_doc(rng, 80)) for _ in range(3)]
+    dedup_texts(docs[:1], ids=["v1-0"]).kept_signatures().save(tmp_path / "v1.parquet")
+    dedup_texts(docs[1:2], ids=["v2-0"]).kept_signatures().save(tmp_path / "v2.parquet")
+    previous = load_signatures(tmp_path / "v1.parquet", tmp_path / "v2.parquet")
+    assert previous.ids == ["v1-0", "v2-0"]
+    assert dedup_texts(docs, previous=previous).keep.tolist() == [False, False, True]
+    dedup_texts(docs[2:], seed=2).kept_signatures().save(tmp_path / "other.parquet")
+    with pytest.raises(UserError, match=r"other\.parquet.*seed=2 \(this run: 1\)"):
+        load_signatures(tmp_path / "v1.parquet", tmp_path / "other.parquet")
+
+
 def test_signature_file_round_trips_with_parameters(tmp_path) -> None:
     result = dedup_texts(["alpha beta gamma delta epsilon zeta", ""], ngram=3, seed=9)
     path = tmp_path / "sig.parquet"
@@ -345,19 +358,9 @@ def corpus(tmp_path):
 
 
 def test_cli_writes_kept_rows_and_prints_counts(corpus, tmp_path, capsys) -> None:
-    out, sigs = tmp_path / "out.parquet", tmp_path / "sigs.parquet"
-    code = main(
-        [
-            "dedup",
-            str(corpus),
-            "--column",
-            "text",
-            "--out",
-            str(out),
-            "--save-signatures",
-            str(sigs),
-        ]
-    )
+    out, sigs, removed = (tmp_path / n for n in ("out.parquet", "sigs.parquet", "rm.parquet"))
+    args = ["--save-signatures", str(sigs), "--removed", str(removed), "--id-column", "id"]
+    code = main(["dedup", str(corpus), "--column", "text", "--out", str(out), *args])
     assert code == 0
     kept = pq.read_table(out)
     assert kept.column_names == ["id", "text", "score"]
@@ -366,6 +369,12 @@ def test_cli_writes_kept_rows_and_prints_counts(corpus, tmp_path, capsys) -> Non
     printed = capsys.readouterr().out
     assert "in 22, exact duplicates 1, near duplicates 1, in previous release 0, kept 20" in printed
     assert len(load_signatures(sigs)) == 20
+    gone = pq.read_table(removed)
+    assert gone.column("id").to_pylist() == [20, 21]
+    assert gone.column("dedup_reason").to_pylist() == [
+        "exact_duplicate_of:0",
+        "near_duplicate_of:1",
+    ]
 
     again = tmp_path / "again.parquet"
     assert (
