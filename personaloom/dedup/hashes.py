@@ -16,7 +16,6 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
-_M32 = np.uint64(0xFFFFFFFF)
 _U32 = np.uint32
 
 # xxHash32 primes
@@ -51,7 +50,7 @@ def _rotl64(x, r):
 def _unaligned_load(bits: int):
     @intrinsic
     def load(typingctx, arr, idx):
-        """Load a little-endian uint{bits} at arr.data + idx, unaligned, no bounds check."""
+        """Load a native-order uint{bits} at arr.data + idx, unaligned, no bounds check."""
         ret = types.uint32 if bits == 32 else types.uint64
 
         def codegen(context, builder, signature, args):
