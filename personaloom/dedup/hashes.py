@@ -118,34 +118,40 @@ def _round32(acc, lane):
 
 
 @nb.njit(inline="always")
-def xxh32(buf, start, end, seed):
-    """XXH32 of buf[start:end] (uint8 array), identical to `xxhash.xxh32_intdigest`."""
-    seed = _U32(seed)
-    p = np.uint64(start)
-    stop = np.uint64(end)
-    if end - start >= 16:
-        v1 = _U32(_U32(seed + _P32_1) + _P32_2)
-        v2 = _U32(seed + _P32_2)
-        v3 = seed
-        v4 = _U32(seed - _P32_1)
-        while p + np.uint64(16) <= stop:
-            v1 = _round32(v1, _read32(buf, p))
-            v2 = _round32(v2, _read32(buf, p + np.uint64(4)))
-            v3 = _round32(v3, _read32(buf, p + np.uint64(8)))
-            v4 = _round32(v4, _read32(buf, p + np.uint64(12)))
-            p += np.uint64(16)
-        h = _U32(_U32(_rotl32(v1, 1) + _rotl32(v2, 7)) + _U32(_rotl32(v3, 12) + _rotl32(v4, 18)))
-    else:
-        h = _U32(seed + _P32_5)
-    h = _U32(h + _U32(end - start))
-    while p + np.uint64(4) <= stop:
-        h = _U32(h + _U32(_read32(buf, p) * _P32_3))
-        h = _U32(_rotl32(h, 17) * _P32_4)
-        p += np.uint64(4)
-    while p < stop:
-        h = _U32(h + _U32(_U32(buf[p]) * _P32_5))
-        h = _U32(_rotl32(h, 11) * _P32_1)
-        p += np.uint64(1)
+def _stripe(lanes, buf, p):
+    """The four accumulators after one 16-byte stripe at buf[p:]."""
+    v1, v2, v3, v4 = lanes
+    return (
+        _round32(v1, _read32(buf, p)),
+        _round32(v2, _read32(buf, p + _S4)),
+        _round32(v3, _read32(buf, p + _S8)),
+        _round32(v4, _read32(buf, p + _S12)),
+    )
+
+
+@nb.njit(inline="always")
+def _lanes(seed):
+    return (_U32(_U32(seed + _P32_1) + _P32_2), _U32(seed + _P32_2), seed, _U32(seed - _P32_1))
+
+
+@nb.njit(inline="always")
+def _merge(lanes):
+    v1, v2, v3, v4 = lanes
+    return _U32(_U32(_rotl32(v1, 1) + _rotl32(v2, 7)) + _U32(_rotl32(v3, 12) + _rotl32(v4, 18)))
+
+
+@nb.njit(inline="always")
+def _word_step(h, word):
+    return _U32(_rotl32(_U32(h + _U32(word * _P32_3)), 17) * _P32_4)
+
+
+@nb.njit(inline="always")
+def _byte_step(h, byte):
+    return _U32(_rotl32(_U32(h + _U32(_U32(byte) * _P32_5)), 11) * _P32_1)
+
+
+@nb.njit(inline="always")
+def _avalanche32(h):
     h ^= h >> _U32(15)
     h = _U32(h * _P32_2)
     h ^= h >> _U32(13)
@@ -155,56 +161,61 @@ def xxh32(buf, start, end, seed):
 
 
 @nb.njit(inline="always")
+def xxh32(buf, start, end, seed):
+    """XXH32 of buf[start:end] (uint8 array), identical to `xxhash.xxh32_intdigest`."""
+    seed = _U32(seed)
+    p = np.uint64(start)
+    stop = np.uint64(end)
+    if end - start >= 16:
+        lanes = _lanes(seed)
+        while p + _S16 <= stop:
+            lanes = _stripe(lanes, buf, p)
+            p += _S16
+        h = _merge(lanes)
+    else:
+        h = _U32(seed + _P32_5)
+    h = _U32(h + _U32(end - start))
+    while p + _S4 <= stop:
+        h = _word_step(h, _read32(buf, p))
+        p += _S4
+    while p < stop:
+        h = _byte_step(h, buf[p])
+        p += np.uint64(1)
+    return _avalanche32(h)
+
+
+@nb.njit(inline="always")
 def xxh32_padded(buf, start, end, seed):
-    """`xxh32` for short inputs followed by >= PADDING readable bytes: the tail steps and
-    a second stripe are computed unconditionally and selected, not branched on, which saves
+    """`xxh32` for short inputs followed by >= PADDING readable bytes: a second stripe and
+    the tail steps are computed unconditionally and selected, not branched on, which saves
     the branch mispredictions of variable-length shingles. Same result as `xxh32`."""
     seed = _U32(seed)
     p = np.uint64(start)
     stop = np.uint64(end)
     if end - start >= 16:
-        v1 = _round32(_U32(_U32(seed + _P32_1) + _P32_2), _read32(buf, p))
-        v2 = _round32(_U32(seed + _P32_2), _read32(buf, p + _S4))
-        v3 = _round32(seed, _read32(buf, p + _S8))
-        v4 = _round32(_U32(seed - _P32_1), _read32(buf, p + _S12))
+        lanes = _stripe(_lanes(seed), buf, p)
         p += _S16
         second = p + _S16 <= stop
-        w1 = _round32(v1, _read32(buf, p))
-        w2 = _round32(v2, _read32(buf, p + _S4))
-        w3 = _round32(v3, _read32(buf, p + _S8))
-        w4 = _round32(v4, _read32(buf, p + _S12))
-        v1 = w1 if second else v1
-        v2 = w2 if second else v2
-        v3 = w3 if second else v3
-        v4 = w4 if second else v4
+        next_lanes = _stripe(lanes, buf, p)
+        lanes = next_lanes if second else lanes
         p += _S16 if second else np.uint64(0)
         while p + _S16 <= stop:
-            v1 = _round32(v1, _read32(buf, p))
-            v2 = _round32(v2, _read32(buf, p + _S4))
-            v3 = _round32(v3, _read32(buf, p + _S8))
-            v4 = _round32(v4, _read32(buf, p + _S12))
+            lanes = _stripe(lanes, buf, p)
             p += _S16
-        h = _U32(_U32(_rotl32(v1, 1) + _rotl32(v2, 7)) + _U32(_rotl32(v3, 12) + _rotl32(v4, 18)))
+        h = _merge(lanes)
     else:
         h = _U32(seed + _P32_5)
     h = _U32(h + _U32(end - start))
     words = (stop - p) >> np.uint64(2)
     for w in range(3):
-        step = _U32(
-            _rotl32(_U32(h + _U32(_read32(buf, p + np.uint64(4 * w)) * _P32_3)), 17) * _P32_4
-        )
+        step = _word_step(h, _read32(buf, p + np.uint64(4 * w)))
         h = step if np.uint64(w) < words else h
     p += words << np.uint64(2)
     rest = stop - p
     for j in range(3):
-        step = _U32(_rotl32(_U32(h + _U32(_U32(buf[p + np.uint64(j)]) * _P32_5)), 11) * _P32_1)
+        step = _byte_step(h, buf[p + np.uint64(j)])
         h = step if np.uint64(j) < rest else h
-    h ^= h >> _U32(15)
-    h = _U32(h * _P32_2)
-    h ^= h >> _U32(13)
-    h = _U32(h * _P32_3)
-    h ^= h >> _U32(16)
-    return h
+    return _avalanche32(h)
 
 
 @nb.njit(inline="always")

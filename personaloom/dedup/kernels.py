@@ -7,6 +7,9 @@ dropped character disappears, each case-folded character becomes its folding; AS
 are copied 8 bytes at a time. The tokenizer then treats the remaining non-ASCII bytes as
 word bytes. Texts that need NFKC are reported back for Arrow to normalize first. All
 kernels are single-threaded.
+
+numba's on-disk cache (`cache=True`) only watches the file of the cached function: after
+editing hashes.py, delete personaloom/dedup/__pycache__/*.nbi and *.nbc.
 """
 
 from __future__ import annotations
