@@ -1,2 +1,3 @@
 """personaloom."""
+
 __version__ = "0.1.0"

@@ -35,6 +35,14 @@ from personaloom.shards import write_shards
 
 PERSONA_PROMPTS = ["system_writer", "persona_enrich", "persona_narrate"]
 Progress = Callable[[str, int, int], None]
+_ORDER = {
+    "conversations": [("persona_id", "ascending"), ("session", "ascending")],
+    "probes": [
+        ("persona_id", "ascending"),
+        ("after_session", "ascending"),
+        ("probe_id", "ascending"),
+    ],
+}
 
 
 @dataclass
@@ -87,7 +95,7 @@ RULE_FILES = "rules*.y*ml"  # validators/rules*.yaml; other YAML there configure
 
 
 @functools.lru_cache(maxsize=4)
-def _rules(files: tuple[str, ...], taxonomy_path: str, stamp: tuple):  # noqa: ANN202
+def _rules(files: tuple[str, ...], taxonomy_path: str, stamp: tuple):
     from personaloom.rules import RuleSet, load_rules
 
     if not files:
@@ -95,7 +103,7 @@ def _rules(files: tuple[str, ...], taxonomy_path: str, stamp: tuple):  # noqa: A
     return load_rules([Path(f) for f in files], taxonomy=load_taxonomy_cached(Path(taxonomy_path)))
 
 
-def load_rules_cached(project: Project, taxonomy_path: Path):  # noqa: ANN201
+def load_rules_cached(project: Project, taxonomy_path: Path):
     """Rule files `validators/rules*.yaml` that declare this taxonomy's name."""
     files = sorted(project.validators.glob(RULE_FILES)) if project.validators.is_dir() else []
     stamp = tuple((p.name, p.stat().st_mtime) for p in files)
@@ -145,7 +153,7 @@ def prepare(
     taxonomy_path = project.taxonomy_path(config.taxonomy)
     taxonomy = load_taxonomy_cached(taxonomy_path)
     load_rules_cached(project, taxonomy_path)
-    _check_prompts(project)
+    _check_prompts(project, config)
     EngineSpec(engine=config.engine, model=config.model, base_url=config.base_url).validate()
     if config.quotas:
         from personaloom.quotas import plan_quotas
@@ -189,7 +197,7 @@ def prepare(
     return run
 
 
-def _check_prompts(project: Project) -> None:
+def _check_prompts(project: Project, config: RunConfig) -> None:
     library = PromptLibrary(project.prompts)
     sample = {
         "category": "demographics",
@@ -200,6 +208,10 @@ def _check_prompts(project: Project) -> None:
         "guide": "g",
     }
     library.check(PERSONA_PROMPTS, **sample)
+    if config.sessions > 0:
+        from personaloom.conversations import check_prompts
+
+        check_prompts(library)
 
 
 def load_run(out: Path) -> Run:
@@ -273,8 +285,14 @@ def run_batch(run: Run, batch: int) -> dict[str, Any]:
         engine, prompts, drafts, seed=seed, max_tokens=run.config.max_tokens_narrative
     )
     personas = [d.record(engine.model_name) for d in drafts if d.rejected is None]
+    conversations, probes = [], []
+    if run.config.sessions > 0 and personas:
+        conversations, probes, dropped = converse(run, engine, prompts, personas)
+        rejected += dropped
     tables = {
         "personas": to_table(personas, S.PERSONAS),
+        "conversations": to_table(conversations, S.CONVERSATIONS),
+        "probes": to_table(probes, S.PROBES),
         "rejected": rejections_table(rejected),
     }
     seconds = time.perf_counter() - started
@@ -283,6 +301,8 @@ def run_batch(run: Run, batch: int) -> dict[str, Any]:
         "ids": len(ids),
         "personas": len(personas),
         "rejected": len(rejected),
+        "conversations": len(conversations),
+        "probes": len(probes),
         "output_tokens": engine.stats.output_tokens - tokens_before,
         "seconds": round(seconds, 3),
     }
@@ -290,6 +310,58 @@ def run_batch(run: Run, batch: int) -> dict[str, Any]:
     state.log_event("batch_done", batch=batch, personas=len(personas))
     checkpoint(f"after-batch-{batch}")
     return summary
+
+
+def converse(
+    run: Run, engine, prompts: PromptLibrary, personas: list[dict[str, Any]]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """Timelines, dialogues and probes for the kept personas of a batch.
+
+    A probe asked after session j is only kept when every session up to j was kept: its
+    answer must be learnable from the released conversations.
+    """
+    from personaloom.conversations import generate_sessions
+    from personaloom.probes import make_probes
+    from personaloom.timeline import build_timeline
+
+    config = run.config
+    timelines = [
+        build_timeline(
+            p,
+            sessions=config.sessions,
+            seed=config.seed,
+            update_probability=config.update_probability,
+        )
+        for p in personas
+    ]
+    conversations, rejected = generate_sessions(
+        engine,
+        prompts,
+        personas,
+        timelines,
+        turns=config.turns,
+        seed=config.seed,
+        mode=config.conversation_mode,
+    )
+    first_missing: dict[str, int] = {}
+    for r in rejected:
+        pid, session = _session_of(r["record_id"])
+        first_missing[pid] = min(first_missing.get(pid, session), session)
+    probes = []
+    for persona, timeline in zip(personas, timelines, strict=True):
+        limit = first_missing.get(persona["persona_id"], config.sessions)
+        probes += [
+            p
+            for p in make_probes(persona, timeline, seed=config.seed)
+            if p["after_session"] < limit
+        ]
+    return conversations, probes, rejected
+
+
+def _session_of(conversation_id: str) -> tuple[str, int]:
+    """`<persona_id>-sNN` -> (persona_id, NN)."""
+    pid, _, session = conversation_id.rpartition("-s")
+    return pid, int(session)
 
 
 # -- finalize --------------------------------------------------------------------------
@@ -307,8 +379,13 @@ def finalize(run: Run) -> dict[str, Any]:
         if rejected_files
         else S.REJECTED.empty_table()
     )
+    conversations = state.read_batches("conversations", S.CONVERSATIONS)
+    probes = state.read_batches("probes", S.PROBES)
     write_shards(personas, run.out / "personas")
     checkpoint("finalize-after-shards")
+    for name, table in (("conversations", conversations), ("probes", probes)):
+        if table.num_rows:
+            write_shards(table.sort_by(_ORDER[name]), run.out / name)
     seconds = sum(s["seconds"] for s in summaries)
     tokens = sum(s["output_tokens"] for s in summaries)
     counts = {
@@ -318,6 +395,11 @@ def finalize(run: Run) -> dict[str, Any]:
             sum(1 for k in rejected.column("kind").to_pylist() if k == "persona")
         ),
         "rejected_records": rejected.num_rows,
+        "conversations": conversations.num_rows,
+        "conversations_rejected": int(
+            sum(1 for k in rejected.column("kind").to_pylist() if k == "conversation")
+        ),
+        "probes": probes.num_rows,
     }
     manifest = state.update_manifest(
         status="complete",

@@ -30,7 +30,7 @@ CONVERSATIONS = pa.schema(
         ("conversation_id", pa.string()),
         ("persona_id", pa.string()),
         ("session", pa.int32()),
-        ("timestamp", pa.timestamp("s", tz="UTC")),
+        ("timestamp", pa.timestamp("ms", tz="UTC")),  # Parquet has no seconds unit
         ("topic", pa.string()),
         ("turns", pa.list_(TURN)),
         ("profile_updates", pa.list_(PROFILE_UPDATE)),

@@ -22,7 +22,7 @@ class ChatServer:
             def log_message(self, *args):  # quiet
                 pass
 
-            def do_POST(self):  # noqa: N802
+            def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 server.requests.append({"body": body, "auth": self.headers.get("Authorization")})
                 mode = server.script.popleft() if server.script else "ok"
@@ -48,7 +48,9 @@ class ChatServer:
                     if mode == "garbage"
                     else json.dumps(
                         {
-                            "choices": [{"message": {"content": server.reply}, "finish_reason": "stop"}],
+                            "choices": [
+                                {"message": {"content": server.reply}, "finish_reason": "stop"}
+                            ],
                             "usage": {"completion_tokens": 5, "prompt_tokens": 9},
                         }
                     ).encode()

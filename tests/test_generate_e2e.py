@@ -13,14 +13,14 @@ from personaloom.cli import main
 
 pytestmark = pytest.mark.engine
 
+ARGS = ["--personas", "3", "--seed", "5", "--batch-size", "2", "--sessions", "2", "--turns", "2"]
+
 
 @pytest.fixture(scope="module")
 def corpus(engine, tmp_path_factory):
     out = tmp_path_factory.mktemp("e2e") / "corpus"
     calls_before = engine.stats.calls
-    code = main(
-        ["generate", "--out", str(out), "--personas", "3", "--seed", "5", "--batch-size", "2"]
-    )
+    code = main(["generate", "--out", str(out), *ARGS])
     assert code == 0
     return out, engine.stats.calls - calls_before
 
@@ -68,9 +68,7 @@ def test_rerunning_the_same_command_resumes_without_engine_calls(corpus, engine)
     before = engine.stats.calls
     shard = next((out / "personas").glob("*.parquet"))
     rows_before = pq.read_table(shard).to_pylist()
-    code = main(
-        ["generate", "--out", str(out), "--personas", "3", "--seed", "5", "--batch-size", "2"]
-    )
+    code = main(["generate", "--out", str(out), *ARGS])
     assert code == 0
     assert engine.stats.calls == before
     assert pq.read_table(next((out / "personas").glob("*.parquet"))).to_pylist() == rows_before
@@ -78,8 +76,32 @@ def test_rerunning_the_same_command_resumes_without_engine_calls(corpus, engine)
 
 def test_changed_configuration_refuses_to_resume(corpus, capsys):
     out, _ = corpus
-    code = main(
-        ["generate", "--out", str(out), "--personas", "3", "--seed", "6", "--batch-size", "2"]
-    )
+    changed = [*ARGS[:3], "6", *ARGS[4:]]
+    code = main(["generate", "--out", str(out), *changed])
     assert code == 2
     assert "different configuration" in capsys.readouterr().err
+
+
+def test_conversations_and_probes_join_on_persona_id(corpus):
+    out, _ = corpus
+    personas = pq.read_table(next((out / "personas").glob("*.parquet")))
+    conversations = pq.read_table(next((out / "conversations").glob("*.parquet")))
+    for field in S.CONVERSATIONS:
+        assert conversations.schema.field(field.name).type == field.type
+    ids = set(personas.column("persona_id").to_pylist())
+    rows = conversations.to_pylist()
+    assert rows and {r["persona_id"] for r in rows} <= ids
+    for row in rows:
+        assert [t["role"] for t in row["turns"]] == ["user", "assistant"] * 2
+        assert all(t["content"].strip() for t in row["turns"])
+    by_persona: dict[str, list] = {}
+    for row in rows:
+        by_persona.setdefault(row["persona_id"], []).append(row)
+    for sessions in by_persona.values():
+        stamps = [r["timestamp"] for r in sorted(sessions, key=lambda r: r["session"])]
+        assert stamps == sorted(stamps)
+    probe_files = list((out / "probes").glob("*.parquet"))
+    if probe_files:
+        probes = pq.read_table(probe_files[0]).to_pylist()
+        assert {p["persona_id"] for p in probes} <= ids
+        assert all(0 <= p["answer"] < len(p["choices"]) for p in probes)

@@ -5,8 +5,12 @@ import sys
 
 
 def test_transformers_and_vllm_import_in_a_fresh_interpreter():
-    code = "import transformers, vllm; from transformers import LlamaConfig; print(vllm.__version__)"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    code = (
+        "import transformers, vllm; from transformers import LlamaConfig; print(vllm.__version__)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip()
 

