@@ -39,4 +39,5 @@ def engine():
     spec = EngineSpec()
     built = create_engine(spec)
     set_engine(spec, built)
-    return built
+    yield built
+    built.close()

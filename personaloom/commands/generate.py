@@ -100,10 +100,28 @@ def run(args: argparse.Namespace) -> int:
         restart=args.restart,
         command=["personaloom", *sys.argv[1:]],
     )
-    configure_environment(verbose=args.verbose)
-    flows = load_flow_module(Project.locate(args.project))
-    attach_redaction()
-    result = flows.build_corpus(
+    from personaloom.engine.registry import close_engines, is_registered
+    from personaloom.lock import RUN_LOCK, RunLock
+
+    # A second generate (or a release) into a folder a live run holds is refused; a lock
+    # left by a killed run is taken over.
+    with RunLock(prepared.state.root / RUN_LOCK):
+        configure_environment(verbose=args.verbose)
+        flows = load_flow_module(Project.locate(args.project))
+        attach_redaction()
+        # Close the engine this command created (not one a caller registered before).
+        owned = not is_registered(prepared.engine_spec)
+        try:
+            result = _run_flow(flows, out, config, prepared, args)
+        finally:
+            if owned:
+                close_engines()
+    _print_summary(out, result)
+    return 0
+
+
+def _run_flow(flows, out: Path, config: RunConfig, prepared, args: argparse.Namespace) -> dict:
+    return flows.build_corpus(
         out=str(out),
         taxonomy=config.taxonomy,
         personas=config.personas,
@@ -121,8 +139,6 @@ def run(args: argparse.Namespace) -> int:
         project=str(prepared.project.root) if args.project else None,
         restart=False,
     )
-    _print_summary(out, result)
-    return 0
 
 
 def _print_summary(out: Path, result: dict) -> None:

@@ -99,3 +99,18 @@ def set_engine(spec: EngineSpec, engine: Engine) -> None:
     with _lock:
         _engines.clear()
         _engines[spec.key()] = engine
+
+
+def close_engines() -> None:
+    """Shut down the process engine (vLLM's engine processes exit now, not at exit)."""
+    with _lock:
+        for engine in _engines.values():
+            close = getattr(engine, "close", None)
+            if close is not None:
+                close()
+        _engines.clear()
+
+
+def is_registered(spec: EngineSpec) -> bool:
+    with _lock:
+        return spec.key() in _engines

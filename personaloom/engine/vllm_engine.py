@@ -75,6 +75,20 @@ class VLLMEngine:
         self.load_seconds = time.perf_counter() - started
         log.info("vLLM engine ready: %s in %.1f s", self.model_name, self.load_seconds)
 
+    def close(self) -> None:
+        """Stop vLLM's engine processes now.
+
+        Left to interpreter exit, multiprocessing may join the engine-core process before
+        vLLM's own finalizer has asked it to stop, and the process never exits.
+        """
+        llm = getattr(self, "_llm", None)
+        if llm is None:
+            return
+        core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+        if core is not None:
+            core.shutdown()
+        self._llm = None
+
     def _params(self, request: GenerationRequest):
         from vllm import SamplingParams
         from vllm.sampling_params import StructuredOutputsParams
