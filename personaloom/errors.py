@@ -25,3 +25,23 @@ def format_location(
     if path:
         parts.append(path)
     return ": ".join(parts)
+
+
+def read_utf8(path, what: str = "file") -> str:
+    """The text of `path`, or a UserError naming the file (and line) when it cannot be read
+    or is not UTF-8."""
+    from pathlib import Path
+
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read {what} ({exc.strerror or exc})") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise UserError(
+            f"{path}:{line}: {what} is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset "
+            f"{exc.start}); save it as UTF-8"
+        ) from None

@@ -55,7 +55,7 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _describe(info: dict[str, Any]) -> str:
+def describe_holder(info: dict[str, Any]) -> str:
     since = info.get("started_at")
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(since)) if since else "?"
     command = info.get("command") or "?"
@@ -145,11 +145,11 @@ class RunLock:
             if not self._is_stale(info):
                 if same_host:
                     raise UserError(
-                        f"{self.path}: held by a running personaloom, {_describe(info)}; "
+                        f"{self.path}: held by a running personaloom, {describe_holder(info)}; "
                         "wait for it to finish"
                     )
                 raise UserError(
-                    f"{self.path}: held by {_describe(info)}, which cannot be checked from "
+                    f"{self.path}: held by {describe_holder(info)}, which cannot be checked from "
                     f"{socket.gethostname()}; if that process is gone, delete {self.path}"
                 )
             # Stale: move it aside under a unique name (atomic, so exactly one of several

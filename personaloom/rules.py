@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from personaloom import expressions as ex
-from personaloom.errors import UserError
+from personaloom.errors import UserError, read_utf8
 from personaloom.yamlmarks import MarkedDict, MarkedList, YamlSyntaxError, load_marked
 
 if TYPE_CHECKING:
@@ -335,10 +335,7 @@ def load_rules(
     problems: list[str] = []
     rules: list[Rule] = []
     for path, explicit in _rule_files(source):
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise UserError(f"{path}: cannot read rule file ({exc.strerror or exc})") from None
+        text = read_utf8(path, "rule file")
         declared = _declared_taxonomy(text)
         if not explicit and declared is None and not path.name.startswith("rules"):
             continue  # another validator config (e.g. critics.yaml), not a rule file

@@ -7,9 +7,12 @@ crash or kill costs at most the batches in flight.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import socket
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -21,6 +24,9 @@ from personaloom.secrets import redact
 from personaloom.shards import write_table_atomic, write_text_atomic
 
 STATE_DIR = ".personaloom"
+# Left by a killed writer: temporary files (`.NAME.XXXXXXXX.tmp`, see shards.atomic_path and
+# lock.py) and stale locks moved aside by RunLock.acquire (`.NAME.stale.XXXXXXXX`).
+ORPHAN_PATTERNS = (".*.tmp", ".*.stale.*")
 
 
 class RunState:
@@ -58,8 +64,32 @@ class RunState:
         self.write_manifest(manifest)
         return manifest
 
+    def check_not_held(self) -> None:
+        """Refuse (UserError) while another live process holds this folder's run or release lock.
+
+        Called before anything destructive (reset, orphan cleanup): the temporary files of a
+        live writer are not orphans, and --restart must not delete a live run's state.
+        """
+        from personaloom.errors import UserError
+        from personaloom.lock import RELEASE_LOCK, RUN_LOCK, RunLock, describe_holder
+
+        for name, what in ((RUN_LOCK, "run"), (RELEASE_LOCK, "release")):
+            path = self.root / name
+            if not path.exists():
+                continue
+            info = RunLock(path).holder()
+            if info is None:
+                continue  # stale: taken over when the lock is acquired
+            if info.get("pid") == os.getpid() and info.get("hostname") == socket.gethostname():
+                continue  # this process holds it
+            raise UserError(
+                f"--out {self.out}: {path} is held by a running personaloom {what}, "
+                f"{describe_holder(info)}; wait for it to finish"
+            )
+
     def reset(self) -> None:
         """Forget an earlier run in this folder (used with --restart)."""
+        self.check_not_held()
         if self.root.exists():
             shutil.rmtree(self.root)
         for config in ("personas", "conversations", "probes"):
@@ -120,16 +150,19 @@ class RunState:
         return pa.concat_tables(tables) if tables else schema.empty_table()
 
     def clean_orphans(self) -> int:
-        """Remove temporary files left by a killed writer."""
+        """Remove temporary files left by a killed writer (refused while a live process holds
+        the folder: its temporary files are still being written)."""
+        self.check_not_held()
         removed = 0
         for folder in (
+            self.out,
             self.root,
             self.batches,
             self.rejected,
-            *(self.out / c for c in ("personas", "conversations", "probes")),
+            *(self.out / c for c in ("personas", "conversations", "probes", "charts")),
         ):
             if folder.is_dir():
-                for tmp in folder.glob(".*.tmp"):
+                for tmp in [p for pattern in ORPHAN_PATTERNS for p in folder.glob(pattern)]:
                     tmp.unlink(missing_ok=True)
                     removed += 1
         return removed
@@ -144,7 +177,7 @@ def ensure_writable(out: Path) -> None:
         probe_dir = probe_dir.parent
     if not probe_dir.is_dir():
         raise UserError(f"--out {out}: {probe_dir} is not a directory")
-    if not os.access(probe_dir, os.W_OK | os.X_OK):
+    if not os.access(probe_dir, os.W_OK | os.X_OK) or not _can_create_in(probe_dir):
         raise UserError(f"--out {out}: {probe_dir} is not writable")
     if out.exists() and any(out.iterdir()) and not (out / STATE_DIR).exists():
         allowed = {"README.md", "personas", "conversations", "probes", "charts"}
@@ -154,3 +187,16 @@ def ensure_writable(out: Path) -> None:
                 f"--out {out}: folder is not empty and holds no personaloom run "
                 f"(found {', '.join(unexpected[:5])}); choose an empty or new folder"
             )
+
+
+def _can_create_in(folder: Path) -> bool:
+    """Whether a file can really be created in `folder` (root passes os.access everywhere,
+    read-only mounts and pseudo file systems do not): create one and remove it at once."""
+    try:
+        fd, name = tempfile.mkstemp(prefix=".personaloom-probe-", suffix=".tmp", dir=folder)
+    except OSError:
+        return False
+    os.close(fd)
+    with contextlib.suppress(OSError):
+        os.unlink(name)
+    return True

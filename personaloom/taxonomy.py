@@ -19,7 +19,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from personaloom import expressions as ex
-from personaloom.errors import UserError
+from personaloom.errors import UserError, read_utf8
 from personaloom.sampling_settings import SamplingSettings, TaxonomySampling
 from personaloom.yamlmarks import MarkedDict, MarkedList, YamlSyntaxError, is_number, load_marked
 
@@ -242,11 +242,7 @@ class Taxonomy:
 def load_taxonomy(path: str | Path) -> Taxonomy:
     """Load and validate a taxonomy file; raises TaxonomyError listing all problems."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read taxonomy ({exc.strerror or exc})") from None
-    return parse_taxonomy(text, source=str(path))
+    return parse_taxonomy(read_utf8(path, "taxonomy"), source=str(path))
 
 
 def parse_taxonomy(text: str, source: str = "<memory>") -> Taxonomy:

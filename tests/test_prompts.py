@@ -14,7 +14,7 @@ def test_renders_variables(tmp_path):
 
 def test_undefined_variable_names_the_file(tmp_path):
     lib = _library(tmp_path, "p", "Hi {{ whom }}")
-    with pytest.raises(PromptError, match=r"p\.j2: undefined variable.*whom"):
+    with pytest.raises(PromptError, match=r"p\.j2:1: undefined variable.*whom"):
         lib.render("p", who="Ana")
 
 

@@ -70,6 +70,8 @@ def parse_target(text: str) -> HubTarget | LocalTarget:
     text = (text or "").strip()
     if not text:
         raise UserError("--to: empty; give hf://datasets/ORG/NAME or a local folder")
+    if text.lower().startswith(("hf:", "hf//")) and not text.startswith("hf://"):
+        raise UserError(f"--to {text}: expected hf://datasets/ORG/NAME (a dataset repo id)")
     if text.startswith("hf://"):
         match = HUB.match(text)
         bad = match is None or any(
@@ -114,6 +116,24 @@ def _description(out_dir: Path, release: ReleaseSet) -> str:
     return "\n".join(lines)
 
 
+def _check_run_finished(out_dir: Path) -> None:
+    """Refuse a folder whose generate (or merge) run has not finished: its shards and card
+    may be a mix of two states (e.g. a run killed while it wrote its final shards)."""
+    path = out_dir / STATE_DIR / "manifest.json"
+    try:
+        manifest = json.loads(path.read_text())
+    except FileNotFoundError:
+        return  # a dataset folder made some other way: the shard and card checks decide
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UserError(f"{path}: unreadable run manifest ({exc})") from None
+    status = manifest.get("status") if isinstance(manifest, dict) else None
+    if status not in (None, "complete"):
+        raise UserError(
+            f"DIR {out_dir}: its run is not complete ({path} says status {status!r}); re-run "
+            "the same `personaloom generate` (or merge) command to finish it, then release"
+        )
+
+
 def _stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
@@ -146,6 +166,7 @@ def release(
         if private:
             log("note: --private has no effect on a local target")
     precheck(out_dir)
+    _check_run_finished(out_dir)
     token = None
     if isinstance(target, HubTarget):
         from personaloom.hub import require_online, resolve_token
