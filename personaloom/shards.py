@@ -46,15 +46,19 @@ def _row_group_rows(table: pa.Table, target_bytes: int = ROW_GROUP_BYTES) -> int
     return max(1, min(table.num_rows, target_bytes // per_row))
 
 
+def _write_parquet(table: pa.Table, path: Path) -> None:
+    pq.write_table(
+        table,
+        path,
+        compression="zstd",
+        row_group_size=_row_group_rows(table),
+        write_page_index=True,
+    )
+
+
 def write_table_atomic(table: pa.Table, path: Path) -> None:
     with atomic_path(path) as tmp:
-        pq.write_table(
-            table,
-            tmp,
-            compression="zstd",
-            row_group_size=_row_group_rows(table),
-            write_page_index=True,
-        )
+        _write_parquet(table, tmp)
 
 
 def shard_count(table: pa.Table, target_bytes: int = SHARD_BYTES) -> int:
@@ -64,18 +68,33 @@ def shard_count(table: pa.Table, target_bytes: int = SHARD_BYTES) -> int:
 def write_shards(table: pa.Table, folder: Path, *, shards: int | None = None) -> list[Path]:
     """Write `table` as `folder/train-0000k-of-0000n.parquet`, replacing earlier shards.
 
-    New shards are written under temporary names and renamed; shards of an earlier
-    layout that are not part of the new one are removed last.
+    Every new shard is written (and synced) under a temporary name first; only when all of
+    them are complete are they renamed into place, then shards of an earlier layout that
+    are not part of the new one are removed. A failure while writing (disk full, a
+    permission, an exception in the writer) leaves the previous shard set untouched and no
+    temporary file behind.
     """
     folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
     n = shards or shard_count(table)
     per_shard = -(-table.num_rows // n) if table.num_rows else 0
-    written = []
-    for k in range(n):
-        part = table.slice(k * per_shard, per_shard) if per_shard else table.slice(0, 0)
-        path = folder / f"train-{k:05d}-of-{n:05d}.parquet"
-        write_table_atomic(part, path)
-        written.append(path)
+    planned: list[tuple[Path, Path]] = []
+    try:
+        for k in range(n):
+            part = table.slice(k * per_shard, per_shard) if per_shard else table.slice(0, 0)
+            path = folder / f"train-{k:05d}-of-{n:05d}.parquet"
+            tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+            planned.append((tmp, path))
+            _write_parquet(part, tmp)
+            with open(tmp, "rb") as handle:
+                os.fsync(handle.fileno())
+    except BaseException:
+        for tmp, _ in planned:
+            tmp.unlink(missing_ok=True)
+        raise
+    for tmp, path in planned:
+        os.replace(tmp, path)
+    written = [path for _, path in planned]
     keep = {p.name for p in written}
     for stale in folder.glob("train-*.parquet"):
         if stale.name not in keep:

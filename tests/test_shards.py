@@ -55,3 +55,74 @@ def test_a_failing_write_leaves_the_previous_file_intact(tmp_path):
         raise RuntimeError("disk full")
     assert pq.read_table(target).column("a").to_pylist() == [1, 2]
     assert [p.name for p in tmp_path.iterdir()] == ["x.parquet"]
+
+
+# A real write failure: the child process may not write files larger than FSIZE bytes (the
+# kernel answers EFBIG, as for a full disk), so the new set's first shard is written and the
+# second one fails half way.
+FSIZE = 200_000
+FAILING_WRITER = """
+import base64, os, resource, signal, sys
+import pyarrow as pa
+from personaloom import schema as S
+from personaloom.runstate import RunState
+from personaloom.shards import write_shards
+from tests.test_shards import _personas
+
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[3]), int(sys.argv[3])))
+rows = _personas(9)
+for row in rows[3:]:  # shards 1 and 2 each hold about 900 kB of incompressible text
+    row["narrative"] = base64.b64encode(os.urandom(300_000)).decode()
+table = pa.Table.from_pylist(rows, schema=S.PERSONAS)
+try:
+    if sys.argv[1] == "shards":
+        write_shards(table, sys.argv[2], shards=3)
+    else:
+        RunState(sys.argv[2]).write_batch(1, {"personas": table}, {"batch": 1})
+except OSError as exc:
+    print("failed:", exc.errno, flush=True)
+    sys.exit(3)
+"""
+
+
+def _fail_writing(what: str, folder) -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    done = subprocess.run(
+        [sys.executable, "-c", FAILING_WRITER, what, str(folder), str(FSIZE)],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parent.parent,
+        timeout=120,
+    )
+    assert done.returncode == 3, done.stderr
+    assert done.stdout.startswith("failed: 27"), done.stdout  # EFBIG
+
+
+def _files(folder) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
+    }
+
+
+def test_a_shard_set_that_fails_half_way_leaves_the_previous_set_intact(tmp_path):
+    folder = tmp_path / "personas"
+    write_shards(to_table(_personas(6), S.PERSONAS), folder, shards=3)
+    before = _files(folder)
+    _fail_writing("shards", folder)
+    assert _files(folder) == before  # same names, same bytes, no temporary file left
+
+
+def test_a_batch_that_fails_to_commit_is_not_marked_done(tmp_path):
+    from personaloom.runstate import RunState
+
+    state = RunState(tmp_path)
+    state.write_batch(0, {"personas": to_table(_personas(2), S.PERSONAS)}, {"batch": 0})
+    before = _files(tmp_path)
+    _fail_writing("batch", tmp_path)
+    assert state.completed() == [0] and not state.is_done(1)
+    assert _files(tmp_path) == before
+    assert state.clean_orphans() == 0
