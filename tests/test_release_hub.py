@@ -280,3 +280,34 @@ def test_private_creates_a_private_repo(dataset, hub, release) -> None:
     assert done.returncode == 0, done.stderr
     assert hub.repo(REPO).private
     assert "created (private)" in done.stderr
+
+
+def test_a_server_error_with_retry_after_is_waited_out(dataset, hub, release) -> None:
+    hub.fail("POST", r"/tag/", 503, retry_after="2")
+    started = time.monotonic()
+    done = release(dataset, "--to", TARGET, "--tag", "v1.0.0")
+    assert done.returncode == 0, done.stderr
+    assert time.monotonic() - started >= 2.0
+    assert "create tag: Hub answered 503; retrying in 2.0s" in done.stderr
+    assert hub.count("POST", r"/tag/", 503) == 1 and hub.count("POST", r"/tag/", 200) == 1
+    assert hub.repo(REPO).tags["v1.0.0"] == hub.repo(REPO).branches["main"]
+
+
+def test_a_hub_that_keeps_failing_stops_the_release_and_a_re_run_finishes_it(
+    dataset, hub, release
+) -> None:
+    hub.fail("POST", r"/commit/", 502, times=6, retry_after="0")
+    failed = release(dataset, "--to", TARGET, "--tag", "v1.0.0")
+    assert failed.returncode == 1
+    assert "upload on acme/personas failed (HTTP 502)" in failed.stderr
+    assert "Traceback" not in failed.stderr
+    assert hub.count("POST", r"/commit/", 502) == 6  # every attempt, then it gave up
+    assert release_commits(hub) == [] and hub.repo(REPO).tags == {}
+    uploaded = hub.count("PUT", "/lfs-upload/", 200)
+    assert not (dataset / ".personaloom" / "release.lock").exists()
+
+    done = release(dataset, "--to", TARGET, "--tag", "v1.0.0")
+    assert done.returncode == 0, done.stderr
+    assert hub.count("PUT", "/lfs-upload/", 200) == uploaded  # objects already there: not re-sent
+    assert len(release_commits(hub)) == 1
+    assert hub.repo(REPO).tags["v1.0.0"] == hub.repo(REPO).branches["main"]
