@@ -63,18 +63,23 @@ def build_corpus(
     model: str = EMBEDDED_MODEL,
     engine: str = "vllm",
     base_url: str | None = None,
-    critic_rounds: int = 1,
+    critic_rounds: int = 2,
+    judges: str = "auto",
     shard: str = "0/1",
     preset: str = "quick",
     batch_size: int = 64,
     quotas: list[str] | None = None,
     project: str | None = None,
     restart: bool = False,
+    options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """`options` carries any other RunConfig field (e.g. `conversation_mode`,
+    `max_tokens_narrative`); the named parameters win over it."""
     logger = get_run_logger()
     out, seed = resolve_dated(out, seed)
     config = RunConfig.from_dict(
-        {
+        dict(options or {})
+        | {
             "taxonomy": taxonomy,
             "personas": personas,
             "sessions": sessions,
@@ -84,6 +89,7 @@ def build_corpus(
             "engine": engine,
             "base_url": base_url,
             "critic_rounds": critic_rounds,
+            "judges": judges,
             "shard": ShardSpec.parse(shard),
             "preset": preset,
             "batch_size": batch_size,

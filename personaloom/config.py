@@ -50,7 +50,10 @@ class RunConfig(BaseModel):
     model: str = EMBEDDED_MODEL
     engine: str = "vllm"
     base_url: str | None = None
-    critic_rounds: int = Field(1, ge=0, le=10)
+    critic_rounds: int = Field(2, ge=0, le=10)
+    # LLM judges: auto (advisory for the embedded 135M model, filter otherwise) | filter |
+    # advisory (scores stored, only rule critics reject) | off; see personaloom/rounds.py
+    judges: str = "auto"
     shard: ShardSpec = ShardSpec()
     preset: str = "quick"
     batch_size: int = Field(64, ge=1, le=100_000)
@@ -69,6 +72,13 @@ class RunConfig(BaseModel):
     def _engine(cls, value: str) -> str:
         if value not in ("vllm", "openai"):
             raise ValueError("expected vllm or openai")
+        return value
+
+    @field_validator("judges")
+    @classmethod
+    def _judges(cls, value: str) -> str:
+        if value not in ("auto", "filter", "advisory", "off"):
+            raise ValueError("expected auto, filter, advisory or off")
         return value
 
     @field_validator("conversation_mode")

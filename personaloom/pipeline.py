@@ -22,16 +22,25 @@ import pyarrow.parquet as pq
 from personaloom import __version__
 from personaloom import schema as S
 from personaloom.config import RunConfig
+from personaloom.corpus_dedup import dedup_personas
 from personaloom.engine import EngineSpec, get_engine
 from personaloom.errors import UserError
 from personaloom.faults import checkpoint
-from personaloom.personas import PersonaDraft, enrich, narrate
+from personaloom.personas import PersonaDraft
 from personaloom.project import Project
 from personaloom.prompts import PromptLibrary
 from personaloom.records import rejections_table, to_table
+from personaloom.rounds import (
+    CriticPlan,
+    RoundsResult,
+    conversation_rounds,
+    critic_summary,
+    persona_rounds,
+    resolve_judge_mode,
+)
 from personaloom.runstate import RunState, ensure_writable
 from personaloom.secrets import redact
-from personaloom.shards import write_shards
+from personaloom.shards import write_shards, write_table_atomic
 
 PERSONA_PROMPTS = ["system_writer", "persona_enrich", "persona_narrate"]
 Progress = Callable[[str, int, int], None]
@@ -154,6 +163,7 @@ def prepare(
     taxonomy = load_taxonomy_cached(taxonomy_path)
     load_rules_cached(project, taxonomy_path)
     _check_prompts(project, config)
+    critic_plan(project, config)
     EngineSpec(engine=config.engine, model=config.model, base_url=config.base_url).validate()
     if config.quotas:
         from personaloom.quotas import plan_quotas
@@ -214,6 +224,16 @@ def _check_prompts(project: Project, config: RunConfig) -> None:
         check_prompts(library)
 
 
+def critic_plan(project: Project, config: RunConfig) -> CriticPlan:
+    """The critic stage of a run (loads and checks validators/critics*, judge prompts)."""
+    if config.critic_rounds == 0:
+        return CriticPlan(None, 0, "off")
+    from personaloom.judges import load_critic_config
+
+    critic = load_critic_config(project.validators, PromptLibrary(project.prompts))
+    return CriticPlan(critic, config.critic_rounds, resolve_judge_mode(config.judges, config.model))
+
+
 def load_run(out: Path) -> Run:
     """Rebuild a prepared run from its folder (what a Prefect task does)."""
     state = RunState(out)
@@ -269,7 +289,7 @@ def sample_drafts(run: Run, ids: list[int]) -> tuple[list[PersonaDraft], list[di
 
 
 def run_batch(run: Run, batch: int) -> dict[str, Any]:
-    """Generate one batch end to end and commit it to the run state. Idempotent."""
+    """Generate one batch end to end (critic rounds included) and commit it. Idempotent."""
     state = run.state
     if state.is_done(batch):
         return state.batch_summary(batch)
@@ -278,17 +298,27 @@ def run_batch(run: Run, batch: int) -> dict[str, Any]:
     engine = get_engine(run.engine_spec)
     tokens_before = engine.stats.output_tokens
     prompts = run.prompts()
+    plan = critic_plan(run.project, run.config)
     drafts, rejected = sample_drafts(run, ids)
-    seed = run.config.seed
-    rejected += enrich(engine, prompts, drafts, seed=seed, max_tokens=run.config.max_tokens_section)
-    rejected += narrate(
-        engine, prompts, drafts, seed=seed, max_tokens=run.config.max_tokens_narrative
+    viable = [d.index for d in drafts if d.rejected is None]
+    made = persona_rounds(
+        engine,
+        prompts,
+        lambda wanted: sample_drafts(run, wanted)[0],
+        viable,
+        plan,
+        seed=run.config.seed,
+        max_tokens_section=run.config.max_tokens_section,
+        max_tokens_narrative=run.config.max_tokens_narrative,
     )
-    personas = [d.record(engine.model_name) for d in drafts if d.rejected is None]
+    personas = made.accepted
+    rejected += made.rejected
     conversations, probes = [], []
+    report: dict[str, Any] = {"persona": made.report()}
     if run.config.sessions > 0 and personas:
-        conversations, probes, dropped = converse(run, engine, prompts, personas)
+        conversations, probes, dropped, talk = converse(run, engine, prompts, personas, plan)
         rejected += dropped
+        report["conversation"] = talk.report()
     tables = {
         "personas": to_table(personas, S.PERSONAS),
         "conversations": to_table(conversations, S.CONVERSATIONS),
@@ -300,9 +330,14 @@ def run_batch(run: Run, batch: int) -> dict[str, Any]:
         "batch": batch,
         "ids": len(ids),
         "personas": len(personas),
-        "rejected": len(rejected),
+        "rejected": len(
+            {r["record_id"] for r in rejected if r["kind"] == "persona"}
+            - {p["persona_id"] for p in personas}
+        ),
+        "rejection_rows": len(rejected),
         "conversations": len(conversations),
         "probes": len(probes),
+        "critic": report if plan.config is not None else None,
         "output_tokens": engine.stats.output_tokens - tokens_before,
         "seconds": round(seconds, 3),
     }
@@ -313,9 +348,13 @@ def run_batch(run: Run, batch: int) -> dict[str, Any]:
 
 
 def converse(
-    run: Run, engine, prompts: PromptLibrary, personas: list[dict[str, Any]]
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
-    """Timelines, dialogues and probes for the kept personas of a batch.
+    run: Run,
+    engine,
+    prompts: PromptLibrary,
+    personas: list[dict[str, Any]],
+    plan: CriticPlan | None = None,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]], RoundsResult]:
+    """Timelines, dialogues (critic rounds included) and probes for a batch's personas.
 
     A probe asked after session j is only kept when every session up to j was kept: its
     answer must be learnable from the released conversations.
@@ -325,92 +364,124 @@ def converse(
     from personaloom.timeline import build_timeline
 
     config = run.config
-    timelines = [
-        build_timeline(
+    plan = plan or CriticPlan(None, 0, "off")
+    timelines = {
+        p["persona_id"]: build_timeline(
             p,
             sessions=config.sessions,
             seed=config.seed,
             update_probability=config.update_probability,
         )
         for p in personas
-    ]
-    conversations, rejected = generate_sessions(
-        engine,
-        prompts,
-        personas,
-        timelines,
-        turns=config.turns,
-        seed=config.seed,
-        mode=config.conversation_mode,
-    )
-    first_missing: dict[str, int] = {}
-    for r in rejected:
-        pid, session = _session_of(r["record_id"])
-        first_missing[pid] = min(first_missing.get(pid, session), session)
+    }
+
+    def generate(batch: list[dict[str, Any]], seed: int):
+        return generate_sessions(
+            engine,
+            prompts,
+            batch,
+            [timelines[p["persona_id"]] for p in batch],
+            turns=config.turns,
+            seed=seed,
+            mode=config.conversation_mode,
+        )
+
+    talk = conversation_rounds(generate, engine, prompts, personas, plan, seed=config.seed)
+    conversations = sorted(talk.accepted, key=lambda c: (c["persona_id"], c["session"]))
+    kept_sessions: dict[str, set[int]] = {}
+    for c in conversations:
+        kept_sessions.setdefault(c["persona_id"], set()).add(c["session"])
     probes = []
-    for persona, timeline in zip(personas, timelines, strict=True):
-        limit = first_missing.get(persona["persona_id"], config.sessions)
+    for persona in personas:
+        pid = persona["persona_id"]
+        have = kept_sessions.get(pid, set())
+        limit = next((s for s in range(config.sessions) if s not in have), config.sessions)
         probes += [
             p
-            for p in make_probes(persona, timeline, seed=config.seed)
+            for p in make_probes(persona, timelines[pid], seed=config.seed)
             if p["after_session"] < limit
         ]
-    return conversations, probes, rejected
-
-
-def _session_of(conversation_id: str) -> tuple[str, int]:
-    """`<persona_id>-sNN` -> (persona_id, NN)."""
-    pid, _, session = conversation_id.rpartition("-s")
-    return pid, int(session)
+    return conversations, probes, talk.rejected, talk
 
 
 # -- finalize --------------------------------------------------------------------------
+DEDUP_REJECTED = "dedup.parquet"  # rejected/ file of finalize (rewritten on every finalize)
+
+
 def finalize(run: Run) -> dict[str, Any]:
-    """Merge committed batches into the released shards, then the card and manifest."""
+    """Merge committed batches into the released shards (after corpus dedup), then the
+    metrics, the card and the manifest. Re-running it gives the same result."""
     state = run.state
     missing = [b for b in range(len(run.batches())) if not state.is_done(b)]
     if missing:
         raise UserError(f"{run.out}: batches {missing[:5]} are not complete; re-run generate")
-    personas = state.read_batches("personas", S.PERSONAS).sort_by("index")
     summaries = [state.batch_summary(b) for b in state.completed()]
-    rejected_files = sorted(state.rejected.glob("*.parquet"))
-    rejected = (
-        pa.concat_tables([pq.read_table(p).cast(S.REJECTED) for p in rejected_files])
-        if rejected_files
-        else S.REJECTED.empty_table()
+    batch_rejected = [
+        pq.read_table(p).cast(S.REJECTED)
+        for p in sorted(state.rejected.glob("*.parquet"))
+        if p.name != DEDUP_REJECTED
+    ]
+    deduped = dedup_personas(
+        state.read_batches("personas", S.PERSONAS).sort_by("index"),
+        state.read_batches("conversations", S.CONVERSATIONS),
+        state.read_batches("probes", S.PROBES),
+        threshold=run.config.dedup_threshold,
     )
-    conversations = state.read_batches("conversations", S.CONVERSATIONS)
-    probes = state.read_batches("probes", S.PROBES)
+    write_table_atomic(rejections_table(deduped.rejected), state.rejected / DEDUP_REJECTED)
+    rejected = pa.concat_tables([*batch_rejected, rejections_table(deduped.rejected)])
+    personas = deduped.personas
     write_shards(personas, run.out / "personas")
     checkpoint("finalize-after-shards")
-    for name, table in (("conversations", conversations), ("probes", probes)):
+    for name in ("conversations", "probes"):
+        table = getattr(deduped, name)
         if table.num_rows:
             write_shards(table.sort_by(_ORDER[name]), run.out / name)
+        else:  # a re-run after dedup removed every row must not leave old shards behind
+            for stale in (run.out / name).glob("train-*.parquet"):
+                stale.unlink()
     seconds = sum(s["seconds"] for s in summaries)
     tokens = sum(s["output_tokens"] for s in summaries)
+    kinds = rejected.column("kind").to_pylist()
+    rids = rejected.column("record_id").to_pylist()
+    kept_ids = set(personas.column("persona_id").to_pylist())
+    conv_ids = set(deduped.conversations.column("conversation_id").to_pylist())
     counts = {
         "personas_requested": len(run.persona_ids()),
         "personas_kept": personas.num_rows,
-        "personas_rejected": int(
-            sum(1 for k in rejected.column("kind").to_pylist() if k == "persona")
-        ),
+        "personas_rejected": len(
+            {r for k, r in zip(kinds, rids, strict=True) if k == "persona"} - kept_ids
+        )
+        - deduped.exact
+        - deduped.near,
+        "duplicates_removed": deduped.exact + deduped.near,
+        "exact_duplicates": deduped.exact,
+        "near_duplicates": deduped.near,
         "rejected_records": rejected.num_rows,
-        "conversations": conversations.num_rows,
-        "conversations_rejected": int(
-            sum(1 for k in rejected.column("kind").to_pylist() if k == "conversation")
+        "conversations": deduped.conversations.num_rows,
+        "conversations_rejected": len(
+            {r for k, r in zip(kinds, rids, strict=True) if k == "conversation"} - conv_ids
         ),
-        "probes": probes.num_rows,
+        "probes": deduped.probes.num_rows,
     }
+    critic = critic_summary([s.get("critic") for s in summaries])
     manifest = state.update_manifest(
-        status="complete",
-        finished_at=_now(),
+        status="finalizing",
         counts=counts,
+        critic=critic["rates"],
+        critic_report=critic["report"],
+        judges=resolve_judge_mode(run.config.judges, run.config.model)
+        if run.config.critic_rounds
+        else "off",
         throughput={
             "output_tokens": tokens,
             "seconds": round(seconds, 2),
             "tokens_per_s": round(tokens / seconds, 1) if seconds else None,
         },
     )
+    from personaloom.metrics import compute_metrics
+
+    metrics = compute_metrics(run.out)
+    manifest = state.update_manifest(status="complete", finished_at=_now(), metrics=metrics)
     _write_card(run.out, manifest)
     return {"out": str(run.out), "counts": counts, "throughput": manifest["throughput"]}
 

@@ -35,8 +35,37 @@ def test_generate_writes_contract_shards_card_and_run_state(corpus):
     manifest = json.loads((out / ".personaloom" / "manifest.json").read_text())
     assert manifest["status"] == "complete"
     kept, rejected = manifest["counts"]["personas_kept"], manifest["counts"]["personas_rejected"]
-    assert kept == table.num_rows and kept + rejected == 3
+    duplicates = manifest["counts"]["duplicates_removed"]
+    assert kept == table.num_rows and kept + rejected + duplicates == 3
     assert (out / "README.md").read_text().startswith("---")
+
+
+def test_critic_stage_scores_reports_and_keeps_every_rejection(corpus):
+    out, _ = corpus
+    manifest = json.loads((out / ".personaloom" / "manifest.json").read_text())
+    assert manifest["judges"] == "advisory"  # auto, with the embedded 135M model
+    rounds = manifest["critic_report"]["persona"]["rounds"]
+    assert rounds[0]["round"] == 0 and rounds[0]["records"] == 3
+    assert sum(r["accepted"] for r in rounds) == manifest["counts"]["personas_kept"]
+    assert {"completeness", "length", "pii", "faithfulness"} <= set(rounds[0]["critics"])
+    assert 0.0 <= manifest["critic"]["persona"]["all rounds"] <= 1.0
+    for row in pq.read_table(next((out / "personas").glob("*.parquet"))).to_pylist():
+        scores = dict(row["scores"])
+        assert 0.0 <= scores["critic_score"] <= 1.0
+        assert all(1 <= v <= 5 for k, v in scores.items() if k.startswith("judge_"))
+    rejected = pq.read_table(out / ".personaloom" / "rejected").to_pylist()
+    critic_rows = [r for r in rejected if r["stage"].startswith("critic")]
+    for row in critic_rows:
+        assert row["critic"] and row["reason"]
+        assert (
+            json.loads(row["raw"])["persona_id" if row["kind"] == "persona" else "conversation_id"]
+            == row["record_id"]
+        )
+    metrics = manifest["metrics"]
+    assert metrics["counts"]["personas"] == manifest["counts"]["personas_kept"]
+    assert "distinct_1" in metrics["distinct"]["narratives"]
+    card = (out / "README.md").read_text()
+    assert "Critic acceptance rates" in card and "all rounds" in card
 
 
 def test_personas_carry_sampled_and_generated_attributes_and_a_narrative(corpus):

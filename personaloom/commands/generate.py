@@ -32,7 +32,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--base-url", default=None, help="OpenAI-compatible endpoint for --engine openai"
     )
-    p.add_argument("--critic-rounds", type=int, default=None)
+    p.add_argument(
+        "--critic-rounds",
+        type=int,
+        default=None,
+        help="generator-critic rounds (0: no critic; 1: review once; R: regenerate rejects R-1 times)",
+    )
+    p.add_argument(
+        "--judges",
+        default=None,
+        help="LLM judges: auto | filter | advisory | off (auto: advisory for the embedded model)",
+    )
     p.add_argument("--shard", default=None, help="k/n: this worker takes ids i with i mod n == k")
     p.add_argument("--preset", default=None, help="sampling preset: quick or deep")
     p.add_argument("--batch-size", type=int, default=None)
@@ -56,6 +66,7 @@ OPTION_FIELDS = {
     "engine": "engine",
     "base_url": "base_url",
     "critic_rounds": "critic_rounds",
+    "judges": "judges",
     "preset": "preset",
     "batch_size": "batch_size",
 }
@@ -138,6 +149,7 @@ def _run_flow(flows, out: Path, config: RunConfig, prepared, args: argparse.Name
         quotas=config.quotas,
         project=str(prepared.project.root) if args.project else None,
         restart=False,
+        options=config.model_dump(mode="json"),
     )
 
 
