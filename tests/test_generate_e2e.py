@@ -68,6 +68,25 @@ def test_critic_stage_scores_reports_and_keeps_every_rejection(corpus):
     assert "Critic acceptance rates" in card and "all rounds" in card
 
 
+def test_stats_reports_the_critic_rounds_of_the_run(corpus, capsys):
+    out, _ = corpus
+    capsys.readouterr()
+    assert main(["stats", str(out), "--no-embeddings"]) == 0
+    printed = capsys.readouterr().out
+    assert "Critic rounds (judges: advisory)" in printed
+    manifest = json.loads((out / ".personaloom" / "manifest.json").read_text())
+    first = manifest["critic_report"]["persona"]["rounds"][0]
+    line = next(
+        row
+        for row in printed.splitlines()
+        if row.strip("│ ").startswith("persona") and " 0 " in row
+    )
+    assert [c.strip() for c in line.strip("│").split("│")][2:4] == [
+        str(first["records"]),
+        str(first["accepted"]),
+    ]
+
+
 def test_personas_carry_sampled_and_generated_attributes_and_a_narrative(corpus):
     out, _ = corpus
     rows = pq.read_table(next((out / "personas").glob("*.parquet"))).to_pylist()

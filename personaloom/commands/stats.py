@@ -10,7 +10,16 @@ from typing import Any
 
 from personaloom.errors import UserError
 
-MANIFEST_FIELDS = ("taxonomy", "model", "status", "started_at", "finished_at", "counts")
+MANIFEST_FIELDS = (
+    "taxonomy",
+    "model",
+    "status",
+    "started_at",
+    "finished_at",
+    "counts",
+    "judges",
+    "critic_report",
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -100,6 +109,25 @@ def print_report(out: Path, manifest: dict[str, Any], metrics: dict[str, Any]) -
         console.print(top)
     else:
         console.print("Rejections: none recorded")
+
+    report = manifest.get("critic_report") or {}
+    if report:
+        rounds = Table(
+            title=f"Critic rounds (judges: {manifest.get('judges', '?')})", title_justify="left"
+        )
+        for column in ("kind", "round", "reviewed", "accepted", "acceptance", "mean score"):
+            rounds.add_column(column, justify="left" if column == "kind" else "right")
+        for kind, per_kind in report.items():
+            for row in per_kind.get("rounds", []):
+                rounds.add_row(
+                    kind,
+                    str(row["round"]),
+                    _fmt(row["records"]),
+                    _fmt(row["accepted"]),
+                    _fmt(row["acceptance"]),
+                    _fmt(row["mean_score"]),
+                )
+        console.print(rounds)
 
     table = Table(title="Quality metrics", title_justify="left")
     table.add_column("metric")
