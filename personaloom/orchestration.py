@@ -21,6 +21,9 @@ QUIET_ENV = {
     "VLLM_NO_USAGE_STATS": "1",
     "HF_HUB_DISABLE_TELEMETRY": "1",
     "TOKENIZERS_PARALLELISM": "false",
+    # Prefect's temporary API server creates its database on first use; on a busy machine
+    # that takes longer than Prefect's default 20 s and the run died before it started.
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
 }
 
 
