@@ -129,9 +129,20 @@ def build_corpus(
         update_progress_artifact(progress, progress=100.0 * done_ids / max(total, 1))
     result = finalize(out)
     counts = result["counts"]
+    figures = {
+        **counts,
+        **result["throughput"],
+        "duration_s": round(time.perf_counter() - started, 1),
+    }
+    for kind, rates in (result.get("critic") or {}).items():
+        figures[f"{kind} critic acceptance (all rounds)"] = rates.get("all rounds")
+    entered = counts["personas_kept"] + counts["duplicates_removed"]
+    figures["persona duplicate rate"] = (
+        round(counts["duplicates_removed"] / entered, 4) if entered else None
+    )
     create_table_artifact(
         key="corpus-figures",
-        table=[{"figure": k, "value": v} for k, v in {**counts, **result["throughput"]}.items()],
+        table=[{"figure": k, "value": v} for k, v in figures.items()],
         description=f"personaloom run {run.fingerprint} into {out}",
     )
     create_markdown_artifact(

@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from personaloom.engine.embedded import EMBEDDED_MODEL
-from personaloom.errors import UserError
+from personaloom.errors import UserError, read_utf8
 
 
 class ShardSpec(BaseModel):
@@ -24,6 +24,14 @@ class ShardSpec(BaseModel):
     model_config = ConfigDict(frozen=True)
     index: int = 0
     count: int = 1
+
+    @model_validator(mode="after")
+    def _in_range(self) -> ShardSpec:
+        if self.count < 1 or not 0 <= self.index < self.count:
+            raise ValueError(
+                f"need count >= 1 and 0 <= index < count, got {self.index}/{self.count}"
+            )
+        return self
 
     @classmethod
     def parse(cls, text: str) -> ShardSpec:
@@ -120,7 +128,7 @@ class RunConfig(BaseModel):
 
     @classmethod
     def load(cls, path: Path) -> RunConfig:
-        return cls.from_yaml(Path(path).read_text(), str(path))
+        return cls.from_yaml(read_utf8(path, "run config"), str(path))
 
     # -- identity ----------------------------------------------------------------------
     def fingerprint(self, content_hashes: dict[str, str]) -> str:

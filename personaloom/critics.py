@@ -34,7 +34,7 @@ from typing import Any
 
 import yaml
 
-from personaloom.errors import UserError
+from personaloom.errors import UserError, read_utf8
 
 KINDS = ("persona", "conversation")
 SETTINGS_FILE = "critics.yaml"
@@ -128,7 +128,7 @@ def load_critic_settings(path: Path) -> dict[str, Any]:
     if not path.exists():
         return {}
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.safe_load(read_utf8(path, "critic settings"))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
@@ -206,6 +206,7 @@ def load_critics(
 
 
 def _load_plugin(path: Path) -> list[RuleCritic]:
+    read_utf8(path, "critic plug-in")  # a clear error (file:line) for a non-UTF-8 file
     digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:12]
     module_name = f"personaloom_critic_plugins.{re.sub(r'[^0-9a-zA-Z_]', '_', path.stem)}_{digest}"
     spec = importlib.util.spec_from_file_location(module_name, path)
@@ -399,7 +400,7 @@ def template_phrases(folder: Path, min_words: int = 4) -> list[str]:
     if not folder.is_dir():
         return []
     for path in sorted(folder.glob("*.j2")):
-        text = path.read_text(encoding="utf-8")
+        text = read_utf8(path, "prompt template")
         text = re.sub(r"\{#.*?#\}|\{%.*?%\}", "\n", text, flags=re.S)
         for chunk in re.split(r"\{\{.*?\}\}|\n", text, flags=re.S):
             for sentence in re.split(r"(?<=[.!?:])\s+", chunk):

@@ -40,7 +40,7 @@ from personaloom.rounds import (
 )
 from personaloom.runstate import RunState, ensure_writable
 from personaloom.secrets import redact
-from personaloom.shards import write_shards, write_table_atomic
+from personaloom.shards import write_shards, write_table_atomic, write_text_atomic
 
 PERSONA_PROMPTS = ["system_writer", "persona_enrich", "persona_narrate"]
 Progress = Callable[[str, int, int], None]
@@ -145,6 +145,32 @@ def content_hashes(project: Project, taxonomy_path: Path) -> dict[str, str]:
 
 
 # -- prepare ---------------------------------------------------------------------------
+def validate(config: RunConfig, out: Path, *, project_dir: str | Path | None = None):
+    """Every check of a run's input that can fail (exit 2); writes nothing.
+
+    Returns (project, taxonomy path, taxonomy)."""
+    out = Path(out)
+    text = config.to_yaml()
+    if redact(text) != text:
+        raise UserError(
+            "run options: an option holds the value of a secret (e.g. HF_TOKEN in --base-url); "
+            "run state is stored in the clear, so pass credentials through the environment"
+        )
+    project = Project.locate(project_dir)
+    taxonomy_path = project.taxonomy_path(config.taxonomy)
+    taxonomy = load_taxonomy_cached(taxonomy_path)
+    load_rules_cached(project, taxonomy_path)
+    _check_prompts(project, config)
+    critic_plan(project, config)
+    EngineSpec(engine=config.engine, model=config.model, base_url=config.base_url).validate()
+    if config.quotas:
+        from personaloom.quotas import plan_quotas
+
+        plan_quotas(taxonomy, config.quotas, n=config.personas, seed=config.seed)
+    ensure_writable(out)
+    return project, taxonomy_path, taxonomy
+
+
 def prepare(
     config: RunConfig,
     out: Path,
@@ -158,18 +184,7 @@ def prepare(
     Every check that can fail on user input happens before the first write.
     """
     out = Path(out)
-    project = Project.locate(project_dir)
-    taxonomy_path = project.taxonomy_path(config.taxonomy)
-    taxonomy = load_taxonomy_cached(taxonomy_path)
-    load_rules_cached(project, taxonomy_path)
-    _check_prompts(project, config)
-    critic_plan(project, config)
-    EngineSpec(engine=config.engine, model=config.model, base_url=config.base_url).validate()
-    if config.quotas:
-        from personaloom.quotas import plan_quotas
-
-        plan_quotas(taxonomy, config.quotas, n=config.personas, seed=config.seed)
-    ensure_writable(out)
+    project, taxonomy_path, taxonomy = validate(config, out, project_dir=project_dir)
     fingerprint = config.fingerprint(content_hashes(project, taxonomy_path))
     run = Run(config, out, project, taxonomy_path, fingerprint)
     state = run.state
@@ -185,7 +200,7 @@ def prepare(
         state.reset()
     state.clean_orphans()
     state.root.mkdir(parents=True, exist_ok=True)
-    state.config_path.write_text(config.to_yaml())
+    write_text_atomic(state.config_path, config.to_yaml())
     manifest = state.read_manifest() if not restart else {}
     manifest.update(
         {
@@ -481,9 +496,17 @@ def finalize(run: Run) -> dict[str, Any]:
     from personaloom.metrics import compute_metrics
 
     metrics = compute_metrics(run.out)
-    manifest = state.update_manifest(status="complete", finished_at=_now(), metrics=metrics)
-    _write_card(run.out, manifest)
-    return {"out": str(run.out), "counts": counts, "throughput": manifest["throughput"]}
+    manifest = state.update_manifest(metrics=metrics)
+    # The card describes the finished run; the manifest says `complete` only once it exists.
+    finished = {**manifest, "status": "complete", "finished_at": _now()}
+    _write_card(run.out, finished)
+    manifest = state.update_manifest(status="complete", finished_at=finished["finished_at"])
+    return {
+        "out": str(run.out),
+        "counts": counts,
+        "throughput": manifest["throughput"],
+        "critic": critic["rates"],
+    }
 
 
 def _write_card(out: Path, manifest: dict[str, Any]) -> None:

@@ -574,7 +574,35 @@ def config_path_is_a_folder(p: Path, t: Path):
     return ["--config", str(t)], [f"--config {t}: no such file"]
 
 
+@case
+def config_shard_out_of_range(p: Path, t: Path):
+    f = t / "run.yaml"
+    f.write_text("shard: {index: 5, count: 2}\n")
+    return ["--config", str(f)], [
+        f"{f}: shard: Value error, need count >= 1 and 0 <= index < count"
+    ]
+
+
+@case
+def config_not_utf8(p: Path, t: Path):
+    f = t / "run.yaml"
+    f.write_bytes(b"seed: 1\npersonas: \xff\n")
+    return ["--config", str(f)], [f"{f}:2: run config is not UTF-8"]
+
+
+@case
+def project_flow_file_syntax_error(p: Path, t: Path):
+    (p / "flows").mkdir(exist_ok=True)
+    (p / "flows" / "build_corpus.py").write_text("from prefect import flow\n\ndef broken(:\n")
+    return [], [f"{p / 'flows' / 'build_corpus.py'}:3: syntax error in flow file"]
+
+
 # command-line options
+@case
+def option_unknown_judge_mode(p: Path, t: Path):
+    return ["--judges", "strict"], ["--judges: Value error, expected auto, filter, advisory or off"]
+
+
 @case
 def option_batch_size_zero(p: Path, t: Path):
     return ["--batch-size", "0"], ["--batch-size: Input should be greater than or equal to 1"]
@@ -799,3 +827,18 @@ def test_release_of_a_missing_folder_names_it(
     assert code == 2
     assert_named(err, [f"DIR {tmp_path / 'nope'}: does not exist"])
     assert not (tmp_path / "repo").exists()
+
+
+def test_a_secret_inside_an_option_is_refused_and_never_stored(
+    project: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch
+) -> None:
+    """Run state is stored in the clear, so an option holding HF_TOKEN's value is refused."""
+    token = "hf_catalogueSecret0123456789"
+    monkeypatch.setenv("HF_TOKEN", token)
+    out = tmp_path / "corpus"
+    argv = generate_args(out, project, [])
+    argv[argv.index("--base-url") + 1] = f"http://user:{token}@127.0.0.1:{_closed_port()}"
+    code, err = run_cli(argv, capsys)
+    assert code == 2, err
+    assert "run options: an option holds the value of a secret" in err
+    assert token not in err and not out.exists()

@@ -87,6 +87,30 @@ def test_stats_reports_the_critic_rounds_of_the_run(corpus, capsys):
     ]
 
 
+def test_the_flow_run_published_its_figures_as_a_prefect_artifact(corpus):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    out, _ = corpus
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["corpus-figures"]))
+        )
+    mine = [a for a in found if str(out) in (a.description or "")]
+    assert mine, "no corpus-figures artifact for this run"
+    rows = mine[-1].data
+    rows = json.loads(rows) if isinstance(rows, str) else rows
+    figures = {row["figure"]: row["value"] for row in rows}
+    manifest = json.loads((out / ".personaloom" / "manifest.json").read_text())
+    assert figures["personas_kept"] == manifest["counts"]["personas_kept"]
+    assert (
+        figures["persona critic acceptance (all rounds)"]
+        == manifest["critic"]["persona"]["all rounds"]
+    )
+    assert figures["tokens_per_s"] == manifest["throughput"]["tokens_per_s"]
+    assert figures["duration_s"] > 0 and "persona duplicate rate" in figures
+
+
 def test_personas_carry_sampled_and_generated_attributes_and_a_narrative(corpus):
     out, _ = corpus
     rows = pq.read_table(next((out / "personas").glob("*.parquet"))).to_pylist()

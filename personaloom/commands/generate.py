@@ -103,22 +103,25 @@ def run(args: argparse.Namespace) -> int:
         os.environ["PERSONALOOM_MODEL_CACHE"] = args.model_cache
     config = build_config(args)
     out = Path(args.out)
-    # Validate everything (exit 2, nothing written) before Prefect or the engine start.
-    prepared = pipeline.prepare(
-        config,
-        out,
-        project_dir=args.project,
-        restart=args.restart,
-        command=["personaloom", *sys.argv[1:]],
-    )
+    # Validate everything (exit 2, nothing written) before the lock, Prefect or the engine:
+    # the run's input, then the project's flow file.
+    pipeline.validate(config, out, project_dir=args.project)
+    flows = load_flow_module(Project.locate(args.project))
     from personaloom.engine.registry import close_engines, is_registered
     from personaloom.lock import RUN_LOCK, RunLock
+    from personaloom.runstate import RunState
 
     # A second generate (or a release) into a folder a live run holds is refused; a lock
-    # left by a killed run is taken over.
-    with RunLock(prepared.state.root / RUN_LOCK):
+    # left by a killed run is taken over. Only the lock holder writes run state.
+    with RunLock(RunState(out).root / RUN_LOCK):
+        prepared = pipeline.prepare(
+            config,
+            out,
+            project_dir=args.project,
+            restart=args.restart,
+            command=["personaloom", *sys.argv[1:]],
+        )
         configure_environment(verbose=args.verbose)
-        flows = load_flow_module(Project.locate(args.project))
         attach_redaction()
         # Close the engine this command created (not one a caller registered before).
         owned = not is_registered(prepared.engine_spec)
