@@ -177,7 +177,7 @@ def ensure_writable(out: Path) -> None:
         probe_dir = probe_dir.parent
     if not probe_dir.is_dir():
         raise UserError(f"--out {out}: {probe_dir} is not a directory")
-    if not os.access(probe_dir, os.W_OK | os.X_OK) or not _can_create_in(probe_dir):
+    if not os.access(probe_dir, os.W_OK | os.X_OK) or not can_create_in(probe_dir):
         raise UserError(f"--out {out}: {probe_dir} is not writable")
     if out.exists() and any(out.iterdir()) and not (out / STATE_DIR).exists():
         allowed = {"README.md", "personas", "conversations", "probes", "charts"}
@@ -189,7 +189,7 @@ def ensure_writable(out: Path) -> None:
             )
 
 
-def _can_create_in(folder: Path) -> bool:
+def can_create_in(folder: Path) -> bool:
     """Whether a file can really be created in `folder` (root passes os.access everywhere,
     read-only mounts and pseudo file systems do not): create one and remove it at once."""
     try:

@@ -14,10 +14,8 @@ other content is refused.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import subprocess
-import tempfile
 import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -26,6 +24,7 @@ from personaloom.errors import RunError, UserError
 from personaloom.lock import RunLock
 from personaloom.release.files import MANAGED_DIRS, ReleaseSet
 from personaloom.release.outcome import Outcome, describe_difference, is_same
+from personaloom.runstate import can_create_in
 
 # The .gitattributes the Hub puts in a new dataset repo (LFS patterns), so a mirror of it
 # pushed to the Hub behaves the same. The local repo itself stores plain blobs.
@@ -151,7 +150,7 @@ def check_target(target: Path) -> None:
         parent = target.parent
         while not parent.exists():
             parent = parent.parent
-        if not parent.is_dir() or not _can_create_in(parent):
+        if not parent.is_dir() or not can_create_in(parent):
             raise UserError(
                 f"--to {target}: cannot create it ({parent} is not a writable directory)"
             )
@@ -171,21 +170,6 @@ def check_target(target: Path) -> None:
             f"--to {target}: the checked-out branch is {head or 'detached'}; releases go to "
             f"`{BRANCH}`: run `git -C {target} switch {BRANCH}`"
         )
-
-
-def _can_create_in(folder: Path) -> bool:
-    """Whether a file can really be created in `folder` (os.access says yes to root even on
-    pseudo or read-only file systems): create one and remove it at once."""
-    if not os.access(folder, os.W_OK | os.X_OK):
-        return False
-    try:
-        fd, name = tempfile.mkstemp(prefix=".personaloom-probe-", suffix=".tmp", dir=folder)
-    except OSError:
-        return False
-    os.close(fd)
-    with contextlib.suppress(OSError):
-        os.unlink(name)
-    return True
 
 
 def _identity(git: Git) -> dict[str, str]:
