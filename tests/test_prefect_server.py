@@ -1,0 +1,202 @@
+"""The deployments on a real Prefect server: `prefect server start`, a process work pool,
+`prefect --no-prompt deploy --all` from the checkout, a one-off `build-corpus/adhoc` run with
+parameters executed by `prefect worker start --run-once` (its flow run loads its own vLLM
+engine), then a `merge/merge` run over the folder it wrote.
+
+The server runs with its scheduler service off, so the nightly deployment's schedule creates
+no runs: the worker only sees the runs this test creates.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pyarrow.parquet as pq
+import pytest
+
+pytestmark = [pytest.mark.server, pytest.mark.engine]
+
+PREFECT = str(Path(sys.executable).with_name("prefect"))
+POOL = "personaloom-gpu"  # prefect.yaml's work pool
+UUID = re.compile(r"UUID: ([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _tail(path: Path, lines: int = 40) -> str:
+    return (
+        "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+    )
+
+
+def _kill_group(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=20)
+
+
+class Prefect:
+    """Runs `prefect` commands against one server, each logged to a file."""
+
+    def __init__(self, env: dict[str, str], logs: Path, cwd: Path) -> None:
+        self.env, self.logs, self.cwd = env, logs, cwd
+        self.api = env["PREFECT_API_URL"]
+        self.count = 0
+
+    def start(self, *args: str) -> tuple[subprocess.Popen[bytes], Path]:
+        self.count += 1
+        log = self.logs / f"{self.count:02d}-{args[0]}.log"
+        with open(log, "wb") as handle:
+            process = subprocess.Popen(
+                [PREFECT, *args],
+                env=self.env,
+                cwd=self.cwd,
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own group: vLLM's engine process goes with it
+            )
+        return process, log
+
+    def run(self, *args: str, timeout: float = 180) -> str:
+        process, log = self.start(*args)
+        try:
+            code = process.wait(timeout=timeout)
+        finally:
+            _kill_group(process)
+        output = log.read_text(errors="replace")
+        assert code == 0, f"prefect {' '.join(args)} exited {code}:\n{_tail(log)}"
+        return output
+
+    def wait_healthy(self, server: subprocess.Popen[bytes], log: Path, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert server.poll() is None, f"prefect server exited:\n{_tail(log)}"
+            try:
+                if httpx.get(f"{self.api}/health", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(1)
+        raise AssertionError(f"prefect server not healthy after {timeout} s:\n{_tail(log)}")
+
+    def flow_run(self, run_id: str) -> dict[str, Any]:
+        response = httpx.get(f"{self.api}/flow_runs/{run_id}", timeout=10)
+        response.raise_for_status()
+        return response.json()
+
+    def deploy_run(self, deployment: str, **params: Any) -> str:
+        args = ["deployment", "run", deployment]
+        for key, value in params.items():
+            args += ["-p", f"{key}={json.dumps(value)}"]
+        output = self.run(*args)
+        match = UUID.search(output)
+        assert match, f"no flow run id in:\n{output}"
+        return match.group(1)
+
+    def work_once(self, run_id: str, timeout: float) -> dict[str, Any]:
+        """`prefect worker start --run-once`, then the flow run's final state."""
+        worker, log = self.start("worker", "start", "--pool", POOL, "--run-once")
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                run = self.flow_run(run_id)
+                if run["state"]["type"] in {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}:
+                    try:  # --run-once: the worker exits once its flow run has ended
+                        worker.wait(timeout=90)
+                    except subprocess.TimeoutExpired:
+                        raise AssertionError(
+                            f"worker still running after its flow run ended:\n{_tail(log)}"
+                        ) from None
+                    return run
+                if worker.poll() is not None and run["state"]["type"] == "SCHEDULED":
+                    raise AssertionError(f"the worker left run {run_id} alone:\n{_tail(log)}")
+                time.sleep(2)
+            raise AssertionError(f"flow run {run_id} not finished in {timeout} s:\n{_tail(log)}")
+        finally:
+            _kill_group(worker)
+
+
+@pytest.mark.timeout(900)
+def test_adhoc_deployment_runs_on_a_process_worker_then_merge(tmp_path, repo_root):
+    port = _free_port()
+    home = tmp_path / "prefect-home"
+    home.mkdir()
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(home),
+        "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_UI_ENABLED": "false",
+        "PREFECT_SERVER_UI_ENABLED": "false",
+        "PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED": "false",  # no nightly runs
+        "PERSONALOOM_PROJECT_DIR": str(repo_root),  # prefect.yaml's pull step
+        "PERSONALOOM_ENFORCE_EAGER": "1",
+        "HF_HUB_OFFLINE": "1",
+        "VLLM_NO_USAGE_STATS": "1",
+        "DO_NOT_TRACK": "1",
+    }
+    prefect = Prefect(env, logs, repo_root)
+    server, server_log = prefect.start(
+        "server", "start", "--host", "127.0.0.1", "--port", str(port)
+    )
+    try:
+        prefect.wait_healthy(server, server_log, timeout=120)
+        prefect.run("work-pool", "create", POOL, "--type", "process")
+        deployed = prefect.run("--no-prompt", "deploy", "--all", timeout=300)
+        for name in (
+            "build-corpus/nightly",
+            "build-corpus/adhoc",
+            "release/release",
+            "merge/merge",
+        ):
+            flow, deployment = name.split("/")
+            response = httpx.get(f"{prefect.api}/deployments/name/{flow}/{deployment}", timeout=10)
+            assert response.status_code == 200, f"{name} not deployed:\n{deployed[-3000:]}"
+
+        out = tmp_path / "corpus"
+        run_id = prefect.deploy_run(
+            "build-corpus/adhoc", personas=2, sessions=0, out=str(out), seed=3
+        )
+        run = prefect.work_once(run_id, timeout=600)
+        assert run["state"]["type"] == "COMPLETED", run["state"]
+        assert run["parameters"]["personas"] == 2
+
+        personas = pq.read_table(sorted((out / "personas").glob("train-*.parquet"))[0])
+        assert personas.num_rows == 2
+        assert sorted(personas.column("index").to_pylist()) == [0, 1]
+        assert (out / "README.md").read_text().startswith("---")
+        manifest = json.loads((out / ".personaloom" / "manifest.json").read_text())
+        assert manifest["status"] == "complete" and manifest["config"]["personas"] == 2
+        assert not (out / "conversations").exists()
+
+        merged = tmp_path / "merged"
+        run_id = prefect.deploy_run(
+            "merge/merge", parts=[str(out)], out=str(merged), embeddings=False
+        )
+        run = prefect.work_once(run_id, timeout=240)
+        assert run["state"]["type"] == "COMPLETED", run["state"]
+        merged_personas = pq.read_table(sorted((merged / "personas").glob("train-*.parquet"))[0])
+        assert merged_personas.equals(personas)
+        assert json.loads((merged / ".personaloom" / "manifest.json").read_text())["merge"]
+    finally:
+        _kill_group(server)
