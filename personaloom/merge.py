@@ -185,6 +185,10 @@ def _comparable(part: Part) -> dict[str, Any]:
     data = part.config.model_dump(mode="json")
     data.pop("shard", None)
     data["taxonomy (loaded)"] = part.manifest.get("taxonomy")
+    # Hashes of the taxonomy, prompts and validators files, when the run recorded them
+    # (`pipeline.content_hashes`); the fingerprint itself cannot be compared, it covers the
+    # shard spec too.
+    data["content_hashes"] = part.manifest.get("content_hashes")
     return data
 
 

@@ -302,6 +302,15 @@ def _mixed_configs(runs, tmp):
     return [*runs["parts"][:2], odd], odd, "configuration differs"
 
 
+def _other_content(runs, tmp):
+    odd = _copy(runs, tmp, 2)
+    manifest = odd / ".personaloom" / "manifest.json"
+    data = json.loads(manifest.read_text())
+    data["content_hashes"] = {"taxonomy": "0", "prompts": "1", "validators": "2"}
+    manifest.write_text(json.dumps(data))
+    return [*runs["parts"][:2], odd], odd, "content_hashes"
+
+
 def _mixed_split(runs, tmp):
     return [*runs["parts"], runs["whole"]], runs["whole"], "same --shard k/n split"
 
@@ -330,6 +339,7 @@ BAD_PARTS: dict[str, Callable[[dict[str, Any], Path], tuple[list[Path], Path | N
     "missing shard": _missing_shard,
     "duplicate shard": _duplicate_shard,
     "mixed configs": _mixed_configs,
+    "other prompts or taxonomy file": _other_content,
     "mixed split": _mixed_split,
     "incomplete part": _incomplete_part,
     "part without shards": _part_missing_its_shards,
