@@ -545,10 +545,15 @@ def _merge(
             "probes": probes.num_rows,
         }
     )
+    from personaloom.rounds import critic_summary
+
+    critic = critic_summary([p.manifest.get("critic_report") for p in plan.parts])
     manifest.update(
         counts=counts,
         throughput=_throughput(plan.parts),
         judges=first.get("judges"),
+        critic=critic["rates"],
+        critic_report=critic["report"],
     )
     manifest["merge"]["dedup"] = {
         **dedup,

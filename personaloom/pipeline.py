@@ -185,7 +185,8 @@ def prepare(
     """
     out = Path(out)
     project, taxonomy_path, taxonomy = validate(config, out, project_dir=project_dir)
-    fingerprint = config.fingerprint(content_hashes(project, taxonomy_path))
+    hashes = content_hashes(project, taxonomy_path)
+    fingerprint = config.fingerprint(hashes)
     run = Run(config, out, project, taxonomy_path, fingerprint)
     state = run.state
     previous = state.read_manifest()
@@ -206,6 +207,7 @@ def prepare(
         {
             "personaloom_version": __version__,
             "fingerprint": fingerprint,
+            "content_hashes": hashes,
             "config": config.model_dump(mode="json"),
             "command": [redact(a) for a in (command or [])],
             "model": config.model,
