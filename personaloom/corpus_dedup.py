@@ -37,6 +37,7 @@ def dedup_personas(
     threshold: float,
     ngram: int = 5,
     num_perm: int = 128,
+    stage: str = "dedup",
 ) -> CorpusDedup:
     from personaloom.dedup import dedup_texts
 
@@ -71,11 +72,11 @@ def dedup_personas(
                 {
                     "record_id": record[key],
                     "kind": kind,
-                    "stage": "dedup",
+                    "stage": stage,
                     "critic": "dedup",
                     "reason": reason if kind == "persona" else f"persona {reason}",
                     "score": None,
-                    "raw": json.dumps(record, ensure_ascii=False, default=str),
+                    "raw": json.dumps(record, ensure_ascii=False, default=str, sort_keys=True),
                 }
             )
     keep = lambda t: t.filter(pc.invert(pc.is_in(t.column("persona_id"), gone)))  # noqa: E731

@@ -34,12 +34,12 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from personaloom import __version__
 from personaloom import schema as S
 from personaloom.config import RunConfig, ShardSpec
+from personaloom.corpus_dedup import dedup_personas
 from personaloom.errors import UserError
 from personaloom.faults import checkpoint
 from personaloom.lock import RUN_LOCK, RunLock
@@ -65,8 +65,6 @@ ORDER: dict[str, list[tuple[str, str]]] = {
 MERGE_REJECTED = "merge-dedup.parquet"
 PART_REJECTED = "part-{k:05d}-of-{n:05d}.parquet"
 MERGE_STAGE = "merge"
-DEDUP_CRITIC = "dedup"
-SCORE_KEY = "critic_score"  # the persona score a dedup cluster keeps the best of
 # MinHash settings of the cross-part dedup (the threshold comes from the run config).
 DEDUP_NUM_PERM = 128
 DEDUP_NGRAM = 5
@@ -327,11 +325,6 @@ def _check_membership(part: Part) -> None:
             )
 
 
-def _score(scores: Any) -> float | None:
-    value = dict(scores or []).get(SCORE_KEY)
-    return float(value) if value is not None else None
-
-
 def dedup_across_parts(
     personas: pa.Table,
     conversations: pa.Table,
@@ -341,50 +334,22 @@ def dedup_across_parts(
 ) -> tuple[pa.Table, pa.Table, pa.Table, pa.Table, dict[str, int]]:
     """Exact and near-duplicate personas out (by narrative), with their conversations and
     probes: (personas, conversations, probes, rejection rows, counts)."""
-    counts = {"input": personas.num_rows, "exact_duplicates": 0, "near_duplicates": 0}
-    if personas.num_rows == 0:
-        return personas, conversations, probes, S.REJECTED.empty_table(), counts
-    from personaloom.dedup import dedup_texts
-
-    ids = personas.column("persona_id").to_pylist()
-    result = dedup_texts(
-        personas.column("narrative").to_pylist(),
-        ids,
-        [_score(s) for s in personas.column("scores").to_pylist()],
+    out = dedup_personas(
+        personas,
+        conversations,
+        probes,
         threshold=threshold,
-        num_perm=DEDUP_NUM_PERM,
         ngram=DEDUP_NGRAM,
+        num_perm=DEDUP_NUM_PERM,
+        stage=MERGE_STAGE,
     )
-    counts["exact_duplicates"] = result.counts.exact_duplicates
-    counts["near_duplicates"] = result.counts.near_duplicates
-    removed = {ids[i]: reason for i, reason in enumerate(result.reasons) if reason is not None}
-    if not removed:
-        return personas, conversations, probes, S.REJECTED.empty_table(), counts
-    gone = pa.array(sorted(removed), type=pa.string())
-    rows: list[dict[str, Any]] = []
-    kept: dict[str, pa.Table] = {}
-    for name, table, kind, key in (
-        ("personas", personas, "persona", "persona_id"),
-        ("conversations", conversations, "conversation", "conversation_id"),
-        ("probes", probes, "probe", "probe_id"),
-    ):
-        hit = pc.is_in(table.column("persona_id"), value_set=gone)
-        for record in table.filter(hit).to_pylist(maps_as_pydicts="lossy"):
-            reason = removed[record["persona_id"]]
-            rows.append(
-                {
-                    "record_id": record[key],
-                    "kind": kind,
-                    "stage": MERGE_STAGE,
-                    "critic": DEDUP_CRITIC,
-                    "reason": reason if kind == "persona" else f"persona {reason}",
-                    "score": None,
-                    "raw": json.dumps(record, ensure_ascii=False, default=str, sort_keys=True),
-                }
-            )
-        kept[name] = table.filter(pc.invert(hit))
-    rejected = pa.Table.from_pylist(rows, schema=S.REJECTED)
-    return kept["personas"], kept["conversations"], kept["probes"], rejected, counts
+    counts = {
+        "input": personas.num_rows,
+        "exact_duplicates": out.exact,
+        "near_duplicates": out.near,
+    }
+    rejected = pa.Table.from_pylist(out.rejected, schema=S.REJECTED)
+    return out.personas, out.conversations, out.probes, rejected, counts
 
 
 def _sum_counts(parts: list[Part]) -> dict[str, Any]:

@@ -145,8 +145,15 @@ def content_hashes(project: Project, taxonomy_path: Path) -> dict[str, str]:
 
 
 # -- prepare ---------------------------------------------------------------------------
-def validate(config: RunConfig, out: Path, *, project_dir: str | Path | None = None):
-    """Every check of a run's input that can fail (exit 2); writes nothing.
+def validate(
+    config: RunConfig,
+    out: Path,
+    *,
+    project_dir: str | Path | None = None,
+    restart: bool = False,
+):
+    """Every check of a run's input that can fail (exit 2), including that `out` holds no
+    run of another configuration (unless `restart`); reads, never writes.
 
     Returns (project, taxonomy path, taxonomy)."""
     out = Path(out)
@@ -168,6 +175,17 @@ def validate(config: RunConfig, out: Path, *, project_dir: str | Path | None = N
 
         plan_quotas(taxonomy, config.quotas, n=config.personas, seed=config.seed)
     ensure_writable(out)
+    if not restart:
+        fingerprint = config.fingerprint(content_hashes(project, taxonomy_path))
+        state = RunState(out)
+        previous = state.read_manifest()
+        if previous and previous.get("fingerprint") != fingerprint:
+            raise UserError(
+                f"--out {out}: holds a run with a different configuration "
+                f"(fingerprint {previous.get('fingerprint')} != {fingerprint}; compare "
+                f"{state.config_path} with your options); pass --restart to start over or "
+                f"choose another folder"
+            )
     return project, taxonomy_path, taxonomy
 
 
@@ -184,19 +202,13 @@ def prepare(
     Every check that can fail on user input happens before the first write.
     """
     out = Path(out)
-    project, taxonomy_path, taxonomy = validate(config, out, project_dir=project_dir)
+    project, taxonomy_path, taxonomy = validate(
+        config, out, project_dir=project_dir, restart=restart
+    )
     hashes = content_hashes(project, taxonomy_path)
     fingerprint = config.fingerprint(hashes)
     run = Run(config, out, project, taxonomy_path, fingerprint)
     state = run.state
-    previous = state.read_manifest()
-    if previous and previous.get("fingerprint") != fingerprint and not restart:
-        raise UserError(
-            f"--out {out}: holds a run with a different configuration "
-            f"(fingerprint {previous.get('fingerprint')} != {fingerprint}; compare "
-            f"{state.config_path} with your options); pass --restart to start over or "
-            f"choose another folder"
-        )
     if restart:
         state.reset()
     state.clean_orphans()

@@ -21,7 +21,13 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # Real vLLM, without torch.compile: the engine starts ~60 s sooner (see vllm_engine.py).
 os.environ.setdefault("PERSONALOOM_ENFORCE_EAGER", "1")
 
+import prefect.main  # noqa: E402,F401  (runs Prefect's logging setup)
 import pytest  # noqa: E402
+
+# Prefect binds its console log handler to the sys.stderr of the moment it is first
+# imported. Imported here, that is pytest's session-long capture; imported first inside a
+# test that uses capsys, it would be that test's stream, closed afterwards, and every later
+# in-process flow run would fail writing its log lines to it.
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     # Validate everything (exit 2, nothing written) before the lock, Prefect or the engine:
     # the run's input, then the project's flow file.
-    pipeline.validate(config, out, project_dir=args.project)
+    pipeline.validate(config, out, project_dir=args.project, restart=args.restart)
     flows = load_flow_module(Project.locate(args.project))
     from personaloom.engine.registry import close_engines, is_registered
     from personaloom.lock import RUN_LOCK, RunLock
