@@ -155,7 +155,7 @@ def validate(
     """Every check of a run's input that can fail (exit 2), including that `out` holds no
     run of another configuration (unless `restart`); reads, never writes.
 
-    Returns (project, taxonomy path, taxonomy)."""
+    Returns (project, taxonomy path, taxonomy, content hashes)."""
     out = Path(out)
     text = config.to_yaml()
     if redact(text) != text:
@@ -175,8 +175,9 @@ def validate(
 
         plan_quotas(taxonomy, config.quotas, n=config.personas, seed=config.seed)
     ensure_writable(out)
+    hashes = content_hashes(project, taxonomy_path)
     if not restart:
-        fingerprint = config.fingerprint(content_hashes(project, taxonomy_path))
+        fingerprint = config.fingerprint(hashes)
         state = RunState(out)
         previous = state.read_manifest()
         if previous and previous.get("fingerprint") != fingerprint:
@@ -186,7 +187,7 @@ def validate(
                 f"{state.config_path} with your options); pass --restart to start over or "
                 f"choose another folder"
             )
-    return project, taxonomy_path, taxonomy
+    return project, taxonomy_path, taxonomy, hashes
 
 
 def prepare(
@@ -202,10 +203,9 @@ def prepare(
     Every check that can fail on user input happens before the first write.
     """
     out = Path(out)
-    project, taxonomy_path, taxonomy = validate(
+    project, taxonomy_path, taxonomy, hashes = validate(
         config, out, project_dir=project_dir, restart=restart
     )
-    hashes = content_hashes(project, taxonomy_path)
     fingerprint = config.fingerprint(hashes)
     run = Run(config, out, project, taxonomy_path, fingerprint)
     state = run.state
