@@ -18,10 +18,14 @@ from prefect.artifacts import (
     create_table_artifact,
     update_progress_artifact,
 )
+from prefect.context import get_run_context
+from prefect.logging.handlers import APILogHandler
 
 from personaloom import pipeline
 from personaloom.config import RunConfig, ShardSpec
 from personaloom.engine import EMBEDDED_MODEL
+from personaloom.secrets import RedactingFilter
+from personaloom.vllm_logs import Relay, relay_vllm_logs
 
 
 @task(name="persona-batch")
@@ -42,6 +46,23 @@ def resolve_dated(out: str, seed: int) -> tuple[str, int]:
     if seed < 0:
         seed = int(today.strftime("%Y%m%d"))
     return out, seed
+
+
+def forward_vllm_logs(relay: Relay | None) -> None:
+    """vLLM's lines from all its processes (relayed through a file, see
+    personaloom/vllm_logs.py) into this flow run's Prefect log. API only: the console
+    already showed them at VLLM_LOGGING_LEVEL."""
+    if relay is None:
+        return
+    records = relay.drain()
+    if not records:
+        return
+    flow_run_id = get_run_context().flow_run.id
+    handler = APILogHandler()
+    handler.addFilter(RedactingFilter())
+    for record in records:
+        record.flow_run_id = flow_run_id
+        handler.handle(record)
 
 
 def _eta(done: int, total: int, started: float) -> str:
@@ -111,23 +132,28 @@ def build_corpus(
         progress=100.0 * done_ids / max(total, 1), description="personas done"
     )
     started, new = time.perf_counter(), 0
-    for b, ids in enumerate(batches):
-        if run.state.is_done(b):
-            continue
-        summary = persona_batch(out, b)
-        new += len(ids)
-        done_ids += len(ids)
-        logger.info(
-            "personas %d/%d (%d%%) kept %d in batch %d, %s",
-            done_ids,
-            total,
-            100 * done_ids // max(total, 1),
-            summary["personas"],
-            b,
-            _eta(new, total - done_ids + new, started),
-        )
-        update_progress_artifact(progress, progress=100.0 * done_ids / max(total, 1))
-    result = finalize(out)
+    with relay_vllm_logs() as relay:
+        try:
+            for b, ids in enumerate(batches):
+                if run.state.is_done(b):
+                    continue
+                summary = persona_batch(out, b)
+                new += len(ids)
+                done_ids += len(ids)
+                logger.info(
+                    "personas %d/%d (%d%%) kept %d in batch %d, %s",
+                    done_ids,
+                    total,
+                    100 * done_ids // max(total, 1),
+                    summary["personas"],
+                    b,
+                    _eta(new, total - done_ids + new, started),
+                )
+                update_progress_artifact(progress, progress=100.0 * done_ids / max(total, 1))
+                forward_vllm_logs(relay)
+            result = finalize(out)
+        finally:
+            forward_vllm_logs(relay)
     counts = result["counts"]
     figures = {
         **counts,

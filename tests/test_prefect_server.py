@@ -102,6 +102,25 @@ class Prefect:
         response.raise_for_status()
         return response.json()
 
+    def run_logs(self, run_id: str) -> list[dict[str, Any]]:
+        """Every log line the API holds for a flow run."""
+        lines: list[dict[str, Any]] = []
+        while True:
+            response = httpx.post(
+                f"{self.api}/logs/filter",
+                json={
+                    "logs": {"flow_run_id": {"any_": [run_id]}},
+                    "limit": 200,
+                    "offset": len(lines),
+                },
+                timeout=10,
+            )
+            response.raise_for_status()
+            page = response.json()
+            lines += page
+            if len(page) < 200:
+                return lines
+
     def deploy_run(self, deployment: str, **params: Any) -> str:
         args = ["deployment", "run", deployment]
         for key, value in params.items():
@@ -154,6 +173,7 @@ def test_adhoc_deployment_runs_on_a_process_worker_then_merge(tmp_path, repo_roo
         "HF_HUB_OFFLINE": "1",
         "VLLM_NO_USAGE_STATS": "1",
         "DO_NOT_TRACK": "1",
+        "HF_TOKEN": "hf_servertestsecret42",  # must not reach the API's logs
     }
     prefect = Prefect(env, logs, repo_root)
     server, server_log = prefect.start(
@@ -189,6 +209,17 @@ def test_adhoc_deployment_runs_on_a_process_worker_then_merge(tmp_path, repo_roo
         manifest = json.loads((out / ".personaloom" / "manifest.json").read_text())
         assert manifest["status"] == "complete" and manifest["config"]["personas"] == 2
         assert not (out / "conversations").exists()
+
+        # The flow run's log carries vLLM's important lines, including those of its
+        # EngineCore and Worker processes (relayed, see personaloom/vllm_logs.py).
+        lines = prefect.run_logs(run_id)
+        vllm = [line for line in lines if line["name"].startswith("vllm")]
+        assert any("KV cache size" in line["message"] for line in vllm), [
+            line["message"][:120] for line in lines
+        ]
+        assert any(line["message"].startswith("(EngineCore") for line in vllm)
+        assert any(line["level"] >= 30 for line in vllm)  # warnings too (eager mode's)
+        assert not any("hf_servertestsecret42" in line["message"] for line in lines)
 
         merged = tmp_path / "merged"
         run_id = prefect.deploy_run(
