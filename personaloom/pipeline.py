@@ -329,12 +329,20 @@ def run_batch(run: Run, batch: int) -> dict[str, Any]:
     prompts = run.prompts()
     plan = critic_plan(run.project, run.config)
     drafts, rejected = sample_drafts(run, ids)
-    viable = [d.index for d in drafts if d.rejected is None]
+    unused = {d.index: d for d in drafts if d.rejected is None}
+
+    def make_drafts(wanted: list[int]) -> list[PersonaDraft]:
+        # Round 0 takes the skeletons sampled above; later rounds get fresh ones (the
+        # generation mutates a draft, and the sampler gives persona i the same skeleton).
+        if wanted and all(i in unused for i in wanted):
+            return [unused.pop(i) for i in wanted]
+        return sample_drafts(run, wanted)[0]
+
     made = persona_rounds(
         engine,
         prompts,
-        lambda wanted: sample_drafts(run, wanted)[0],
-        viable,
+        make_drafts,
+        list(unused),
         plan,
         seed=run.config.seed,
         max_tokens_section=run.config.max_tokens_section,
