@@ -13,7 +13,12 @@ from personaloom.cli import main
 
 pytestmark = pytest.mark.engine
 
-ARGS = ["--personas", "3", "--seed", "5", "--batch-size", "2", "--sessions", "2", "--turns", "2"]
+# --critic-rounds 1: one regeneration round is enough to cover the loop here (tests/test_rounds.py
+# covers several rounds); each round costs a full pass of conversations on CPU.
+ARGS = [
+    "--personas", "3", "--seed", "5", "--batch-size", "2", "--sessions", "2", "--turns", "2",
+    "--critic-rounds", "1",
+]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -123,12 +128,16 @@ def test_personas_carry_sampled_and_generated_attributes_and_a_narrative(corpus)
         assert dict(row["sections"]).keys() >= {"background", "values"}
 
 
-def test_datasets_reads_the_folder_offline(corpus, monkeypatch):
+def test_datasets_reads_the_folder_offline(corpus, monkeypatch, tmp_path):
     import datasets
 
     out, _ = corpus
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    ds = datasets.load_dataset(str(out), "personas", split="train")
+    # A cache of its own: `datasets` keys a local folder's cache on its path alone, so an
+    # earlier run that wrote a folder at this path would be read back instead (see README).
+    ds = datasets.load_dataset(
+        str(out), "personas", split="train", cache_dir=str(tmp_path / "hf-datasets")
+    )
     expected = pq.read_table(next((out / "personas").glob("*.parquet")))
     assert ds.num_rows == expected.num_rows
     assert sorted(ds["persona_id"]) == sorted(expected.column("persona_id").to_pylist())

@@ -28,7 +28,7 @@ from personaloom.config import RunConfig, ShardSpec
 from personaloom.lock import RUN_LOCK, RunLock
 from personaloom.shards import write_shards
 
-PERSONAS = 5
+PERSONAS = 3  # one persona per part of the 3-way split
 BASE = {
     "personas": PERSONAS,
     "sessions": 1,
