@@ -32,6 +32,22 @@ import pytest  # noqa: E402
 REPO = Path(__file__).resolve().parent.parent
 
 
+def pytest_unconfigure(config):
+    """Prefect stops its temporary API server at interpreter exit and logs that through the
+    console handler bound above to pytest's capture, closed by then ("--- Logging error ---"
+    after the summary). Point those handlers at the real stderr once pytest is done."""
+    import logging
+    import sys
+
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    for name in ("", "prefect", *logging.root.manager.loggerDict):
+        logger = logging.getLogger(name)
+        for handler in getattr(logger, "handlers", ()):
+            if isinstance(handler, PrefectConsoleHandler):
+                handler.console.file = sys.__stderr__
+
+
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO
