@@ -184,6 +184,28 @@ class Relay:
 
 _relay: Relay | None = None
 _relay_lock = threading.Lock()
+_PREFIX = "personaloom-vllm-log-"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
+
+
+def remove_orphans(tmp: Path) -> list[Path]:
+    """Remove relay folders whose process is gone (killed before its exit hook ran)."""
+    removed = []
+    for folder in tmp.glob(f"{_PREFIX}*-*"):
+        pid = folder.name[len(_PREFIX) :].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)) and folder.is_dir():
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
 
 
 @contextmanager
@@ -202,7 +224,8 @@ def relay_vllm_logs() -> Iterator[Relay | None]:
         return
     with _relay_lock:
         if _relay is None:
-            directory = Path(tempfile.mkdtemp(prefix="personaloom-vllm-log-"))
+            remove_orphans(Path(tempfile.gettempdir()))
+            directory = Path(tempfile.mkdtemp(prefix=f"{_PREFIX}{os.getpid()}-"))
             atexit.register(shutil.rmtree, directory, ignore_errors=True)
             _relay = Relay(directory)
         relay = _relay

@@ -86,3 +86,16 @@ def test_the_users_own_vllm_logging_is_left_alone(clean_env, monkeypatch, tmp_pa
     with vllm_logs.relay_vllm_logs() as relay:
         assert relay is None
         assert "VLLM_LOGGING_CONFIG_PATH" not in os.environ
+
+
+def test_relay_folders_of_dead_processes_are_removed(tmp_path):
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    orphan = tmp_path / f"personaloom-vllm-log-{gone.pid}-abc"
+    mine = tmp_path / f"personaloom-vllm-log-{os.getpid()}-def"
+    other = tmp_path / "personaloom-vllm-log-notapid-ghi"
+    for folder in (orphan, mine, other):
+        folder.mkdir()
+        (folder / "vllm-log.jsonl").write_text("{}\n")
+    assert vllm_logs.remove_orphans(tmp_path) == [orphan]
+    assert not orphan.exists() and mine.exists() and other.exists()
