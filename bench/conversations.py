@@ -16,10 +16,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from personaloom.conversations import ConverseStats, generate_sessions, update_mentions
 from personaloom.engine.base import GenerationRequest
-from personaloom.prompts import PromptLibrary
-from personaloom.timeline import build_timeline
+from personaloom.generate.conversations import ConverseStats, generate_sessions, update_mentions
+from personaloom.generate.prompts import PromptLibrary
+from personaloom.generate.timeline import build_timeline
+from personaloom.generate.topics import load_catalogue
+from personaloom.taxonomy.loader import load_taxonomy
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -161,9 +163,16 @@ def main() -> None:
 
     prompts = PromptLibrary(REPO / "prompts")
     personas = make_personas(args.personas, args.seed)
+    catalogue = load_catalogue(
+        REPO / "taxonomies" / "human.topics.yaml", load_taxonomy(REPO / "taxonomies" / "human.yaml")
+    )
     timelines = [
         build_timeline(
-            p, sessions=args.sessions, seed=args.seed, update_probability=args.update_probability
+            p,
+            catalogue=catalogue,
+            sessions=args.sessions,
+            seed=args.seed,
+            update_probability=args.update_probability,
         )
         for p in personas
     ]

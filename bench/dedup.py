@@ -17,10 +17,12 @@ bands/rows and the same verification rule, keep the best row per cluster (score,
 write the kept rows with the same writer.
 - ours: `personaloom dedup IN --column text --out OUT --score-column score --id-column id`
   (the CLI entry point, in process);
-- baseline: per-document Python normalization (same result), `MinHash.bulk` with the same
-  shingles, `hashfunc=xxhash.xxh32_intdigest` (the same shingle hash, in C) and
-  `scheme="affine32"`, then `MinHashLSH` query/insert per document, candidates verified by
-  `MinHash.jaccard`, union-find.
+- baseline: per-document Python normalization (`py_normalize`: NFKC, casefold and
+  `str.translate` with personaloom's character-class table, so the same result), word
+  n-gram shingles made here (`py_shingles`, same definition as ours), then datasketch:
+  `MinHash.bulk` with `hashfunc=xxhash.xxh32_intdigest` (the same shingle hash, in C) and
+  `scheme="affine32"`, `MinHashLSH` query/insert per document, candidates verified by
+  `MinHash.jaccard`; union-find. Only the character-class table is personaloom's.
 
 Memory: peak RSS of a fresh process running the CLI at two corpus sizes, extrapolated
 linearly to 1M documents (stated as an extrapolation in the output).
@@ -50,10 +52,10 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from personaloom.atomic import write_table_atomic  # noqa: E402
 from personaloom.cli import main as cli_main  # noqa: E402
 from personaloom.dedup import dedup_table, lsh_params, normalize_texts  # noqa: E402
 from personaloom.dedup.normalize import unicode_tables  # noqa: E402
-from personaloom.shards import write_table_atomic  # noqa: E402
 
 # ---------------------------------------------------------------------------- corpus
 

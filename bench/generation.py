@@ -1,10 +1,14 @@
 """Benchmark: raw `vllm.LLM.chat` vs the pipeline's engine layer and persona stages.
 
 The same persona prompts (same messages, sampling parameters and seeds) go once straight
-through `vllm.LLM.chat` and once through `personaloom.personas.enrich/narrate` (request
+through `vllm.LLM.chat` and once through `personaloom.generate.personas.enrich/narrate` (request
 building, structured-output parsing and validation, record assembly) plus writing the
 Parquet shard, on the same engine in the same run. Prints output tokens/s for both and the
-pipeline/raw ratio (target >= 0.9).
+pipeline/raw ratio (target >= 0.9), and what writing the sections in order costs in prompt
+tokens: the prompt tokens per persona with the earlier sections in every prompt (the
+fields generated before, a digest of the earlier narrative paragraphs) and without them
+(`context_chars=0`, one extra warm-up pass; the outputs of that pass differ, so the
+difference is an estimate of the extra tokens, not an exact count).
 
     .venv/bin/python bench/generation.py [--personas 32] [--repeat 2]
 """
@@ -26,14 +30,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    from personaloom import pipeline
     from personaloom import schema as S
-    from personaloom.config import RunConfig
     from personaloom.engine import EngineSpec, GenerationRequest, create_engine, set_engine
     from personaloom.engine.base import Completion
-    from personaloom.personas import enrich, narrate
+    from personaloom.generate.personas import enrich, narrate
+    from personaloom.publish.shards import write_shards
     from personaloom.records import to_table
-    from personaloom.shards import write_shards
+    from personaloom.run import pipeline
+    from personaloom.run.config import RunConfig
 
     spec = EngineSpec()
     started = time.perf_counter()
@@ -58,8 +62,16 @@ def main() -> None:
                 return engine.generate(requests)
 
         warm = copy.deepcopy(drafts)
+        tokens_before = engine.stats.prompt_tokens
         enrich(Recorder(), prompts, warm, seed=args.seed)
         narrate(Recorder(), prompts, warm, seed=args.seed)
+        with_context = engine.stats.prompt_tokens - tokens_before
+        # The same stages without the earlier sections in the prompts (not recorded).
+        blind = copy.deepcopy(drafts)
+        tokens_before = engine.stats.prompt_tokens
+        enrich(engine, prompts, blind, seed=args.seed, context_chars=0)
+        narrate(engine, prompts, blind, seed=args.seed, context_chars=0)
+        without_context = engine.stats.prompt_tokens - tokens_before
 
         def raw_pass() -> tuple[int, float]:
             tokens, t0 = 0, time.perf_counter()
@@ -118,6 +130,12 @@ def main() -> None:
     print(
         "per pass, raw vs pipeline:",
         [f"{r:.1f}/{p:.1f}" for r, p in zip(raw_rates, pipe_rates, strict=True)],
+    )
+    n = max(len(drafts), 1)
+    print(
+        f"prompt tokens per persona: {with_context / n:.0f} with the earlier sections, "
+        f"{without_context / n:.0f} without; extra {(with_context - without_context) / n:.0f} "
+        f"per persona ({(with_context - without_context) / max(without_context, 1):+.0%})"
     )
 
 

@@ -30,9 +30,9 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from personaloom.rules import RuleSet, load_rules  # noqa: E402
-from personaloom.sampling import iter_batches  # noqa: E402
 from personaloom.taxonomy import load_taxonomy  # noqa: E402
+from personaloom.taxonomy.rules import RuleSet, load_rules  # noqa: E402
+from personaloom.taxonomy.sampling import iter_batches  # noqa: E402
 
 
 def _rss_kb(pid: int) -> int:

@@ -20,11 +20,11 @@ from pathlib import Path
 
 
 def worker(compact: bool, personas: int) -> dict:
-    from personaloom import pipeline
-    from personaloom.config import RunConfig
     from personaloom.engine import EngineSpec, create_engine, set_engine
     from personaloom.engine.structured import validate_against
-    from personaloom.personas import enrich
+    from personaloom.generate.personas import enrich
+    from personaloom.run import pipeline
+    from personaloom.run.config import RunConfig
 
     spec = EngineSpec(compact_json=compact)
     engine = create_engine(spec)

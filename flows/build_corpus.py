@@ -19,13 +19,18 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 from prefect.context import get_run_context
+from prefect.exceptions import TerminationSignal
 from prefect.logging.handlers import APILogHandler
 
-from personaloom import pipeline
-from personaloom.config import RunConfig, ShardSpec
-from personaloom.engine import EMBEDDED_MODEL
+from personaloom import progress
+from personaloom.engine.registry import close_engines
+from personaloom.engine.vllm_logs import Relay, relay_vllm_logs
+from personaloom.publish import adherence, fidelity
+from personaloom.run import pipeline
+from personaloom.run.config import RunConfig
 from personaloom.secrets import RedactingFilter
-from personaloom.vllm_logs import Relay, relay_vllm_logs
+from personaloom.state.lock import RUN_LOCK, RunLock
+from personaloom.state.run_state import RunState
 
 
 @task(name="persona-batch")
@@ -33,24 +38,29 @@ def persona_batch(out: str, batch: int) -> dict[str, Any]:
     return pipeline.run_batch(pipeline.load_run(Path(out)), batch)
 
 
+@task(name="plan-replacements")
+def replacement_batches(out: str) -> list[int]:
+    return pipeline.plan_replacements(pipeline.load_run(Path(out)))
+
+
 @task(name="finalize")
 def finalize(out: str) -> dict[str, Any]:
     return pipeline.finalize(pipeline.load_run(Path(out)))
 
 
-def resolve_dated(out: str, seed: int) -> tuple[str, int]:
-    """Scheduled runs: `{date}` in `out` and a negative seed take the run's UTC date."""
+def resolve_dated(out: str, config: RunConfig, seed_from_date: bool) -> tuple[str, RunConfig]:
+    """Scheduled runs: `{date}` in `out`, and with `seed_from_date` the seed, take the run's
+    UTC date (YYYYMMDD)."""
     today = datetime.now(UTC)
-    if "{date}" in out:
-        out = out.replace("{date}", today.strftime("%Y-%m-%d"))
-    if seed < 0:
-        seed = int(today.strftime("%Y%m%d"))
-    return out, seed
+    out = out.replace("{date}", today.strftime("%Y-%m-%d"))
+    if seed_from_date:
+        config = config.model_copy(update={"seed": int(today.strftime("%Y%m%d"))})
+    return out, config
 
 
 def forward_vllm_logs(relay: Relay | None) -> None:
     """vLLM's lines from all its processes (relayed through a file, see
-    personaloom/vllm_logs.py) into this flow run's Prefect log. API only: the console
+    personaloom/engine/vllm_logs.py) into this flow run's Prefect log. API only: the console
     already showed them at VLLM_LOGGING_LEVEL."""
     if relay is None:
         return
@@ -65,6 +75,31 @@ def forward_vllm_logs(relay: Relay | None) -> None:
         handler.handle(record)
 
 
+class ArtifactProgress:
+    """Moves the run's Prefect progress artifact after every engine call, not only per batch:
+    exact at batch boundaries, and within a batch each engine call closes half of the gap
+    to the batch's end (the number of calls a batch needs is not known in advance)."""
+
+    def __init__(self, artifact_id: Any, total: int) -> None:
+        self.artifact_id, self.total = artifact_id, max(total, 1)
+        self.done, self.next, self.calls = 0, 0, 0
+
+    def batch(self, done: int, size: int) -> None:
+        self.done, self.next, self.calls = done, done + size, 0
+        update_progress_artifact(self.artifact_id, progress=100.0 * done / self.total)
+
+    def submitted(self, stage: str, requests: int) -> None:
+        pass
+
+    def completed(self, stage: str, requests: int, output_tokens: int, seconds: float) -> None:
+        self.calls += 1
+        share = self.done + (self.next - self.done) * (1 - 0.5**self.calls)
+        update_progress_artifact(self.artifact_id, progress=100.0 * share / self.total)
+
+    def advance(self, unit: str, done: int, total: int) -> None:
+        pass
+
+
 def _eta(done: int, total: int, started: float) -> str:
     elapsed = time.perf_counter() - started
     if not done:
@@ -76,48 +111,40 @@ def _eta(done: int, total: int, started: float) -> str:
 @flow(name="build-corpus", log_prints=True)
 def build_corpus(
     out: str,
-    taxonomy: str = "human",
-    personas: int = 8,
-    sessions: int = 0,
-    turns: int = 2,
-    seed: int = 0,
-    model: str = EMBEDDED_MODEL,
-    engine: str = "vllm",
-    base_url: str | None = None,
-    critic_rounds: int = 2,
-    judges: str = "auto",
-    shard: str = "0/1",
-    preset: str = "quick",
-    batch_size: int = 64,
-    quotas: list[str] | None = None,
+    config: RunConfig | None = None,
     project: str | None = None,
     restart: bool = False,
-    options: dict[str, Any] | None = None,
+    seed_from_date: bool = False,
+    command: list[str] | None = None,
 ) -> dict[str, Any]:
-    """`options` carries any other RunConfig field (e.g. `conversation_mode`,
-    `max_tokens_narrative`); the named parameters win over it."""
+    """Build a corpus into `out` with one `RunConfig` (every run setting; see
+    personaloom/run/config.py). `project` is the corpus project folder, `restart` discards
+    an earlier run in `out`, `command` is recorded in the card (`personaloom generate`
+    passes its command line)."""
     logger = get_run_logger()
-    out, seed = resolve_dated(out, seed)
-    config = RunConfig.from_dict(
-        dict(options or {})
-        | {
-            "taxonomy": taxonomy,
-            "personas": personas,
-            "sessions": sessions,
-            "turns": turns,
-            "seed": seed,
-            "model": model,
-            "engine": engine,
-            "base_url": base_url,
-            "critic_rounds": critic_rounds,
-            "judges": judges,
-            "shard": ShardSpec.parse(shard),
-            "preset": preset,
-            "batch_size": batch_size,
-            "quotas": quotas or [],
-        }
-    )
-    run = pipeline.prepare(config, Path(out), project_dir=project, restart=restart)
+    out, config = resolve_dated(out, config or RunConfig(), seed_from_date)
+    with RunLock(RunState(Path(out)).root / RUN_LOCK):
+        try:
+            return _build(logger, out, config, project, restart, command)
+        except TerminationSignal:
+            # Cancelled from the UI or CLI (the worker sends this process SIGTERM, then
+            # SIGKILL): stop vLLM's engine processes now. Were this process killed first,
+            # they end themselves (personaloom/engine/_parent_watch).
+            close_engines()
+            raise
+
+
+def _build(
+    logger: Any,
+    out: str,
+    config: RunConfig,
+    project: str | None,
+    restart: bool,
+    command: list[str] | None,
+) -> dict[str, Any]:
+    if command is None:
+        command = [f"prefect flow run build-corpus ({get_run_context().flow_run.id})"]
+    run = pipeline.prepare(config, Path(out), project_dir=project, restart=restart, command=command)
     batches = run.batches()
     total = sum(len(b) for b in batches)
     done_ids = sum(len(batches[b]) for b in run.state.completed() if b < len(batches))
@@ -128,29 +155,46 @@ def build_corpus(
         len(batches),
         done_ids,
     )
-    progress = create_progress_artifact(
-        progress=100.0 * done_ids / max(total, 1), description="personas done"
+    artifact = ArtifactProgress(
+        create_progress_artifact(
+            progress=100.0 * done_ids / max(total, 1), description="personas done"
+        ),
+        total,
     )
+    progress.advance("personas", done_ids, total)
     started, new = time.perf_counter(), 0
-    with relay_vllm_logs() as relay:
+    with relay_vllm_logs() as relay, progress.attached(artifact):
         try:
-            for b, ids in enumerate(batches):
-                if run.state.is_done(b):
-                    continue
-                summary = persona_batch(out, b)
-                new += len(ids)
-                done_ids += len(ids)
-                logger.info(
-                    "personas %d/%d (%d%%) kept %d in batch %d, %s",
-                    done_ids,
-                    total,
-                    100 * done_ids // max(total, 1),
-                    summary["personas"],
-                    b,
-                    _eta(new, total - done_ids + new, started),
-                )
-                update_progress_artifact(progress, progress=100.0 * done_ids / max(total, 1))
-                forward_vllm_logs(relay)
+            # The slots' own ids, then rounds of replacements for the rejected and the
+            # duplicates until N are kept or the candidate budget is spent (exact N).
+            pending = [b for b in range(len(batches)) if not run.state.is_done(b)]
+            while True:
+                for b in pending:
+                    ids = batches[b]
+                    artifact.batch(done_ids, len(ids))
+                    summary = persona_batch(out, b)
+                    new += len(ids)
+                    done_ids += len(ids)
+                    logger.info(
+                        "personas %d/%d (%d%%) kept %d in batch %d, %s",
+                        done_ids,
+                        total,
+                        100 * done_ids // max(total, 1),
+                        summary["personas"],
+                        b,
+                        _eta(new, total - done_ids + new, started),
+                    )
+                    artifact.batch(done_ids, 0)
+                    progress.advance("personas", done_ids, total)
+                    forward_vllm_logs(relay)
+                pending = replacement_batches(out)
+                if not pending:
+                    break
+                batches = run.batches()
+                added = sum(len(batches[b]) for b in pending)
+                total += added
+                artifact.total = max(total, 1)
+                logger.info("replacing %d personas not kept (exact --personas)", added)
             result = finalize(out)
         finally:
             forward_vllm_logs(relay)
@@ -166,6 +210,10 @@ def build_corpus(
     figures["persona duplicate rate"] = (
         round(counts["duplicates_removed"] / entered, 4) if entered else None
     )
+    # population fidelity and persona adherence, as finalize computed them (the manifest)
+    metrics = RunState(Path(out)).read_manifest().get("metrics") or {}
+    figures.update(fidelity.figures(metrics.get("fidelity")))
+    figures.update(adherence.figures(metrics.get("adherence")))
     create_table_artifact(
         key="corpus-figures",
         table=[{"figure": k, "value": v} for k, v in figures.items()],

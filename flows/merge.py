@@ -2,7 +2,7 @@
 
 Run it after the n `build-corpus` runs of a split have completed, e.g.
 `prefect deployment run merge/merge -p parts='["corpora/x/part-0", "corpora/x/part-1"]'
--p out=corpora/x/merged`. The work is one library call (`personaloom.merge.merge`).
+-p out=corpora/x/merged`. The work is one library call (`personaloom.run.merge.merge`).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 
-from personaloom.merge import merge
+from personaloom.run.merge import merge
 
 
 @task(name="merge-parts")

@@ -15,18 +15,6 @@ class RunError(Exception):
     """A failure during a run (engine down, disk full...). Exit code 1; run state is kept."""
 
 
-def format_location(
-    file: str | None = None, line: int | None = None, path: str | None = None
-) -> str:
-    """`file:line: path` prefix used by every user-facing error."""
-    parts: list[str] = []
-    if file:
-        parts.append(f"{file}:{line}" if line is not None else str(file))
-    if path:
-        parts.append(path)
-    return ": ".join(parts)
-
-
 def read_utf8(path, what: str = "file") -> str:
     """The text of `path`, or a UserError naming the file (and line) when it cannot be read
     or is not UTF-8."""

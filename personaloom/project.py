@@ -16,6 +16,19 @@ from personaloom.errors import UserError
 CONTENT_DIRS = ("flows", "taxonomies", "prompts", "validators")
 
 
+def is_topics_file(path: str | Path) -> bool:
+    """Whether a YAML file in `taxonomies/` holds topics (`topics.yaml`, `NAME.topics.yaml`;
+    see `personaloom.generate.topics`) rather than a taxonomy."""
+    name = Path(path).name
+    return name in ("topics.yaml", "topics.yml") or name.endswith((".topics.yaml", ".topics.yml"))
+
+
+def is_locales_file(path: str | Path) -> bool:
+    """Whether a YAML file in `taxonomies/` is the country -> name locale map
+    (`locales.yaml`; see `personaloom.taxonomy.identity`) rather than a taxonomy."""
+    return Path(path).name in ("locales.yaml", "locales.yml")
+
+
 def packaged_root() -> Path:
     """Root holding the default content: the checkout in development, `_defaults/` in a wheel."""
     here = Path(__file__).resolve().parent
@@ -48,6 +61,16 @@ class Project:
     def taxonomy_path(self, name_or_path: str) -> Path:
         """A taxonomy given as a path to a YAML file, or as a name in `taxonomies/`."""
         as_path = Path(name_or_path)
+        if is_topics_file(f"{as_path}.yaml") or is_topics_file(as_path):
+            raise UserError(
+                f"--taxonomy {name_or_path}: a topics file (conversation topics and "
+                f"preferences), not a taxonomy"
+            )
+        if is_locales_file(f"{as_path}.yaml") or is_locales_file(as_path):
+            raise UserError(
+                f"--taxonomy {name_or_path}: the locale map (which Faker locales name the "
+                f"people of each country), not a taxonomy"
+            )
         if as_path.suffix in {".yaml", ".yml"} or as_path.parent != Path("."):
             if not as_path.is_file():
                 raise UserError(f"--taxonomy {name_or_path}: no such file")
@@ -57,7 +80,11 @@ class Project:
                 candidate = folder / f"{name_or_path}{suffix}"
                 if candidate.is_file():
                     return candidate
-        known = sorted(p.stem for p in self.taxonomies.glob("*.y*ml"))
+        known = sorted(
+            p.stem
+            for p in self.taxonomies.glob("*.y*ml")
+            if not is_topics_file(p) and not is_locales_file(p)
+        )
         raise UserError(
             f"--taxonomy {name_or_path}: unknown taxonomy (known in {self.taxonomies}: "
             f"{', '.join(known) or 'none'})"

@@ -32,3 +32,25 @@ def from_table(table: pa.Table) -> list[dict[str, Any]]:
 
 def rejections_table(rows: Sequence[dict[str, Any]]) -> pa.Table:
     return to_table(rows, S.REJECTED)
+
+
+def rejection(
+    record_id: str,
+    kind: str,
+    stage: str,
+    critic: str,
+    reason: str,
+    *,
+    score: float | None = None,
+    raw: str = "",
+) -> dict[str, Any]:
+    """One row of the rejected table (schema REJECTED): why a record was dropped, where."""
+    return {
+        "record_id": record_id,
+        "kind": kind,
+        "stage": stage,
+        "critic": critic,
+        "reason": reason,
+        "score": None if score is None else float(score),
+        "raw": raw or "",
+    }

@@ -17,6 +17,7 @@ PERSONAS = pa.schema(
         ("seed", pa.int64()),
         ("index", pa.int64()),
         ("taxonomy", pa.string()),
+        ("name", pa.string()),  # the sampled identity; "" when the taxonomy has none
         ("attributes", pa.list_(ATTRIBUTE)),
         ("narrative", pa.string()),
         ("sections", pa.map_(pa.string(), pa.string())),
@@ -48,6 +49,7 @@ PROBES = pa.schema(
         ("question", pa.string()),
         ("choices", pa.list_(pa.string())),
         ("answer", pa.int32()),
+        ("evidence_session", pa.int32()),  # where the deciding fact was stated
     ]
 )
 

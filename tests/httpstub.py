@@ -13,7 +13,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 class ChatServer:
     def __init__(self) -> None:
-        self.script: deque[str] = deque()  # behaviours for the next requests; default "ok"
+        # behaviours for the next requests; default "ok". "429" / "503" may carry a
+        # Retry-After value ("503:1", "429:<HTTP date>"); "hang" holds the answer 3 s, or as
+        # long as asked ("hang:6"). Each request records its arrival time (monotonic and wall).
+        self.script: deque[str] = deque()
         self.requests: list[dict] = []
         self.reply = '{"answer": "fine"}'
         server = self
@@ -24,18 +27,25 @@ class ChatServer:
 
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                server.requests.append({"body": body, "auth": self.headers.get("Authorization")})
+                server.requests.append(
+                    {
+                        "body": body,
+                        "auth": self.headers.get("Authorization"),
+                        "at": time.monotonic(),
+                        "wall": time.time(),
+                    }
+                )
                 mode = server.script.popleft() if server.script else "ok"
+                mode, _, arg = mode.partition(":")
                 if mode == "hang":
-                    time.sleep(3)
+                    time.sleep(float(arg or 3))
                     mode = "ok"
-                if mode == "429":
-                    self.send_response(429)
-                    self.send_header("Retry-After", "0.2")
-                    self.end_headers()
-                    return
-                if mode == "503":
-                    self.send_response(503)
+                if mode in ("429", "503"):
+                    self.send_response(int(mode))
+                    retry_after = arg or ("0.2" if mode == "429" else "")
+                    if retry_after:
+                        self.send_header("Retry-After", retry_after)
+                    self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
                 if mode == "400":

@@ -377,6 +377,68 @@ def rule_file_not_utf8(p: Path, t: Path):
     return [], [f"{f}:{lines}: rule file is not UTF-8 text"]
 
 
+# topics files (checked when the run has sessions)
+def topics_file(p: Path, name: str = "topics.yaml") -> Path:
+    f = p / "taxonomies" / name
+    shutil.copy(REPO / "taxonomies" / "topics.yaml", f)
+    return f
+
+
+@case
+def topics_preference_names_an_unknown_topic(p: Path, t: Path):
+    f = topics_file(p)
+    line = edit(
+        f, "topics: [explanations, everyday questions", "topics: [baking, everyday questions"
+    )
+    return ["--sessions", "1"], [
+        f"{f}:{line}: preferences.answer_length.topics[0]: unknown topic 'baking'"
+    ]
+
+
+@case
+def topics_placeholder_where_it_is_not_filled_in(p: Path, t: Path):
+    f = topics_file(p)
+    line = edit(f, 'suggestion: "an answer as {value}"', 'suggestion: "an answer as {new}"')
+    return ["--sessions", "1"], [
+        f"{f}:{line}: preferences.answer_length.suggestion: placeholder {{new}} not allowed here"
+    ]
+
+
+@case
+def topics_file_of_the_taxonomy_yaml_syntax_error(p: Path, t: Path):
+    topics_file(p)  # a valid topics.yaml: the taxonomy's own file wins over it
+    f = topics_file(p, "mini.topics.yaml")
+    edit(f, "label: preferred length of answers", "label: [preferred length of answers")
+    return ["--sessions", "1"], [re.compile(re.escape(str(f)) + r":\d+: \(yaml\): YAML syntax")]
+
+
+@case
+def topics_preference_path_not_in_the_taxonomy(p: Path, t: Path):
+    f = topics_file(p, "mini.topics.yaml")
+    edit(f, "    extra: true\n", "")
+    line = line_of(f, "path: assistant_preferences.answer_length")
+    return ["--sessions", "1"], [
+        f"{f}:{line}: preferences.answer_length.path: assistant_preferences.answer_length is "
+        "not a leaf of taxonomy mini"
+    ]
+
+
+@case
+def topics_when_reads_an_unknown_attribute(p: Path, t: Path):
+    f = topics_file(p, "mini.topics.yaml")
+    line = (
+        edit(
+            f,
+            "  planning:\n    - plan the week ahead\n",
+            "  planning:\n    when: person.salary > 3\n    tasks:\n    - plan the week ahead\n",
+        )
+        + 1
+    )
+    return ["--sessions", "1"], [
+        f"{f}:{line}: topics.planning.when: unknown attribute 'person.salary' in taxonomy mini"
+    ]
+
+
 # prompt templates
 @case
 def template_undefined_variable_in_a_branch_the_check_does_not_take(p: Path, t: Path):
@@ -552,7 +614,10 @@ def config_probability_above_one(p: Path, t: Path):
 def config_unknown_conversation_mode(p: Path, t: Path):
     f = t / "run.yaml"
     f.write_text("conversation_mode: telepathy\n")
-    return ["--config", str(f)], [f"{f}: conversation_mode:", "expected turns or one_call"]
+    return ["--config", str(f)], [
+        f"{f}: conversation_mode:",
+        "Input should be 'turns' or 'one_call'",
+    ]
 
 
 @case
@@ -600,7 +665,9 @@ def project_flow_file_syntax_error(p: Path, t: Path):
 # command-line options
 @case
 def option_unknown_judge_mode(p: Path, t: Path):
-    return ["--judges", "strict"], ["--judges: Value error, expected auto, filter, advisory or off"]
+    return ["--judges", "strict"], [
+        "--judges: Input should be 'auto', 'filter', 'advisory' or 'off'"
+    ]
 
 
 @case
@@ -630,7 +697,9 @@ def option_negative_sessions(p: Path, t: Path):
 
 @case
 def option_shard_of_zero_workers(p: Path, t: Path):
-    return ["--shard", "1/0"], ["--shard 1/0: need n >= 1 and 0 <= k < n"]
+    return ["--shard", "1/0"], [
+        "--shard: Value error, need count >= 1 and 0 <= index < count, got 1/0"
+    ]
 
 
 @case
@@ -727,8 +796,8 @@ def test_bad_generate_input_exits_2_names_the_place_and_writes_nothing(
 
 def test_the_unmodified_project_is_valid(project: Path, tmp_path: Path) -> None:
     """The starting point of every case passes all checks of a run's preparation."""
-    from personaloom import pipeline
-    from personaloom.commands.generate import build_config
+    from personaloom.cli.generate import build_config
+    from personaloom.run import pipeline
 
     args = build_parser().parse_args(
         generate_args(tmp_path / "corpus", project, ["--sessions", "1"])

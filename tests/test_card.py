@@ -10,7 +10,7 @@ import pytest
 import yaml
 from huggingface_hub import DatasetCard
 
-from personaloom.card import features_yaml, render_card, sample_json, write_card
+from personaloom.publish.card import features_yaml, render_card, sample_json, write_card
 from tests.support.dataset import make_dataset, read_manifest
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -243,3 +243,15 @@ def test_critic_rates_fall_back_to_the_metrics_acceptance(tmp_path: Path) -> Non
     write_card(tmp_path, manifest)
     assert "| persona.pii | 99.0% |" in (tmp_path / "README.md").read_text()
     assert (tmp_path / "charts" / "critic.png").exists()
+
+
+def test_token_limits_are_settings_and_credentials_are_scrubbed():
+    from personaloom.publish.card import _scrub
+
+    settings = {"max_tokens_section": 48, "max_tokens_turn": 40, "hf_token": "x", "api_key": "y"}
+    assert _scrub(settings) == {
+        "max_tokens_section": 48,
+        "max_tokens_turn": 40,
+        "hf_token": "***",
+        "api_key": "***",
+    }

@@ -1,7 +1,7 @@
 import pytest
 
-from personaloom.config import RunConfig, ShardSpec
 from personaloom.errors import UserError
+from personaloom.run.config import RunConfig, ShardSpec
 
 
 def test_run_config_round_trips_through_yaml():
@@ -52,3 +52,14 @@ def test_config_file_yaml_error_names_line(tmp_path):
     path.write_text("personas: 3\nseed: [1,\n")
     with pytest.raises(UserError, match=r"run.yaml:\d+: invalid YAML"):
         RunConfig.load(path)
+
+
+def test_options_added_since_fingerprint_version_2_leave_older_runs_resumable():
+    """Computed with the RunConfig of a780fa5 (before engine options, judge model, turn
+    tokens, concurrency and critic-bias settings): unset, the new options keep the hash."""
+    from personaloom.run.config import RunConfig
+
+    hashes = {"taxonomy": "abc", "prompts": "def"}
+    assert RunConfig().fingerprint(hashes) == "11bfb3724f783c47"
+    assert RunConfig(personas=5, sessions=3).fingerprint(hashes) == "6064c356db027178"
+    assert RunConfig(max_tokens_turn=40).fingerprint(hashes) != "11bfb3724f783c47"

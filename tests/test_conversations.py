@@ -9,7 +9,9 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from personaloom.conversations import (
+from personaloom.engine.base import Completion, EngineStats, GenerationRequest
+from personaloom.errors import UserError
+from personaloom.generate.conversations import (
     ONE_CALL_RETRIES,
     ConverseStats,
     clean_turn,
@@ -19,11 +21,9 @@ from personaloom.conversations import (
     parse_session,
     update_mentions,
 )
-from personaloom.engine.base import Completion, EngineStats, GenerationRequest
-from personaloom.errors import UserError
-from personaloom.prompts import PromptLibrary
+from personaloom.generate.prompts import PromptLibrary
 from personaloom.schema import CONVERSATIONS
-from personaloom.timeline import build_timeline
+from tests.support.timelines import build_timeline
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -483,6 +483,8 @@ def test_real_engine_sessions_are_valid_conversation_records(engine, prompts):
         engine, prompts, personas, timelines, turns=2, seed=1, max_tokens=64
     )
     assert len(conversations) + len(rejections) == 4
+    # the checks below are about kept records: a run that rejected every session fails here
+    assert conversations, f"every session was rejected: {[r['reason'] for r in rejections]}"
     sizes = engine.stats.batch_sizes[before:]
     assert sizes[0] == 2 and all(1 <= n <= 2 for n in sizes)
     table = pa.Table.from_pylist(conversations, schema=CONVERSATIONS)

@@ -6,7 +6,7 @@ import json
 import random
 
 from personaloom import schema as S
-from personaloom.corpus_dedup import dedup_personas
+from personaloom.dedup.corpus import dedup_personas
 from personaloom.records import to_table
 
 WORDS = [f"w{i}" for i in range(3000)]

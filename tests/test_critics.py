@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import re
 import sys
 import textwrap
+from dataclasses import replace
 
 import pytest
 
-from personaloom.critics import (
+from personaloom.critic.rule_critics import (
     CriticResult,
     load_critic_settings,
     load_critics,
@@ -141,6 +143,10 @@ def test_shipped_critics_cover_the_design(critics):
         "repeated_ngrams",
         "repeated_sentences",
         "attribute_consistency",
+        "name_consistency",
+        "pronoun_consistency",
+        "role_consistency",
+        "gopher_repetition",
         "prompt_leakage",
         "pii",
         "language",
@@ -242,8 +248,6 @@ def test_repeated_sentences_allows_a_conversation_two_repeats(critics):
             "She lives in Berlin with her partner Julien.",
             "location_mismatch: text says lives in 'Berlin'",
         ),
-        ("Her name is Sophie and she loves the night shift.", "name_mismatch: text says 'Sophie'"),
-        ("Meet Claire, a nurse from Lyon who works nights.", "name_mismatch: text says 'Claire'"),
     ],
 )
 def test_consistency_fails_a_contradicting_statement(critics, sentence, code):
@@ -422,7 +426,7 @@ def test_language_fails_another_script(critics):
 
 # -- loading plug-ins ----------------------------------------------------------------------
 GOOD_PLUGIN = """
-from personaloom.critics import rule_critic
+from personaloom.critic.rule_critics import rule_critic
 
 @rule_critic("short", kinds=("persona",), defaults={"max_words": 5, "limits": {"soft": 1}})
 def short(record, ctx):
@@ -498,12 +502,12 @@ def test_bad_settings_name_the_file_and_key(tmp_path, settings, message):
         ),
         ("X = 1\n", r"bad\.py: defines no critic"),
         (
-            "from personaloom.critics import rule_critic\n"
+            "from personaloom.critic.rule_critics import rule_critic\n"
             "@rule_critic('x', kinds=('probe',))\ndef x(record, ctx):\n    return ctx.ok()\n",
             r"bad\.py: critic 'x': unknown record kind probe",
         ),
         (
-            "from personaloom.critics import rule_critic\n"
+            "from personaloom.critic.rule_critics import rule_critic\n"
             "@rule_critic('Bad Name')\ndef x(record, ctx):\n    return ctx.ok()\n",
             r"bad\.py: critic name 'Bad Name': use lower_snake_case",
         ),
@@ -543,7 +547,7 @@ def test_underscore_files_are_helpers_not_plugins(tmp_path):
 
 def test_a_critic_that_raises_is_recorded_not_fatal(tmp_path):
     plugin = (
-        "from personaloom.critics import rule_critic\n"
+        "from personaloom.critic.rule_critics import rule_critic\n"
         "@rule_critic('boom')\ndef boom(record, ctx):\n    return record['missing']\n"
     )
     critics = load_critics(_folder(tmp_path, {"boom.py": plugin}))
@@ -563,3 +567,366 @@ def test_shipped_settings_file_matches_the_plugins(repo_root):
     assert set(settings) == {"rules", "judges", "decision"}
     loaded = load_critics(repo_root / "validators" / "critics")  # no unknown key or critic
     assert {c.name for c in loaded} == set(settings["rules"])
+
+
+# -- identity: the persona's name ------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("sentence", "stated"),
+    [
+        ("Her name is Sophie and she loves the night shift.", "Sophie"),
+        ("Meet Claire, a nurse from Lyon who works nights.", "Claire"),
+        ("John grew up in a small village and works nights.", "John"),
+        ("Claire, a 34-year-old nurse, works nights at the hospital.", "Claire"),
+    ],
+)
+def test_name_consistency_fails_another_name_for_the_persona(critics, sentence, stated):
+    result = check(critics, "name_consistency", with_section("daily_life", sentence))
+    assert result.reason == (
+        f"other_name: the persona is called {stated!r}; demographics.first_name is 'Maria' "
+        f"(in sections.daily_life: {sentence!r})"
+    )
+
+
+@pytest.mark.parametrize(
+    "sentence",
+    [
+        "She has a friend named Sophie. Her name is Sophie Martin.",
+        "Her brother Tom grew up in Paris. Tom works as a chef there.",
+        "Maria Dubois grew up in Brittany.",
+        "Tom, a 50-year-old mechanic, lives next door.",  # not the persona's age
+        "Lyon is a city she loves, and Paris bores her.",
+        "Music enjoys pride of place in her flat; music is how she unwinds.",  # common word
+    ],
+)
+def test_name_consistency_lets_other_people_and_places_have_names(critics, sentence):
+    result = check(critics, "name_consistency", with_section("daily_life", sentence))
+    assert result.passed, result.reason
+
+
+def test_name_consistency_reads_the_name_column(critics):
+    record = with_section("daily_life", "Meet Claire, a nurse from Lyon.")
+    record["attributes"] = [a for a in record["attributes"] if not a["path"].endswith("name")]
+    assert check(critics, "name_consistency", record).passed  # no name: nothing to contradict
+    record["name"] = "Maria Dubois"
+    result = check(critics, "name_consistency", record)
+    assert result.reason.startswith("other_name: the persona is called 'Claire'; name is ")
+
+
+def test_name_consistency_checks_how_the_user_introduces_themself(critics):
+    personas = {"p0-00000001": persona()}
+    wrong = with_turn(0, "Hi, I'm Sophie! Any ideas for meals on night shifts?")
+    result = check(critics, "name_consistency", wrong, "conversation", personas)
+    assert result.reason.startswith("other_name: the persona is called 'Sophie'")
+    assert "turns[0].user" in result.reason
+    right = with_turn(0, "Hi, I'm Maria! Any ideas for meals on night shifts?")
+    assert check(critics, "name_consistency", right, "conversation", personas).passed
+
+
+def test_own_name_share_counts_named_personas_only():
+    from personaloom.critic.identity import own_name_share
+
+    clean = persona()
+    renamed = with_section("daily_life", "Meet Claire, a nurse from Lyon.")
+    unnamed = persona()
+    unnamed["attributes"] = [a for a in unnamed["attributes"] if "name" not in a["path"]]
+    assert own_name_share([clean, renamed, unnamed]) == {
+        "personas_with_name": 2,
+        "own_name_only": 0.5,
+    }
+    assert own_name_share([unnamed]) == {"personas_with_name": 0, "own_name_only": None}
+
+
+# -- identity: pronouns ----------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("section", "word"),
+    [
+        ("Maria is a nurse who works nights. He cycles along the river on days off.", "he"),
+        ("He grew up in Brittany and moved to Lyon to study nursing.", "he"),
+        ("Maria prides himself on never cutting corners with a patient.", "himself"),
+        ("Maria works nights at the hospital, and he loves the quiet wards.", "he"),
+    ],
+)
+def test_pronoun_consistency_fails_a_pronoun_of_another_gender(critics, section, word):
+    result = check(critics, "pronoun_consistency", with_section("daily_life", section))
+    assert result.reason == (
+        f"pronoun_mismatch: {word!r} for the persona; demographics.gender is 'woman' "
+        f"(in sections.daily_life: {ctx_sentence(section, word)!r})"
+    )
+
+
+def ctx_sentence(section: str, word: str) -> str:
+    from personaloom.critic.rule_critics import sentences
+
+    return next(s for s in sentences(section) if re.search(rf"\b{word}\b", s, re.I))
+
+
+@pytest.mark.parametrize(
+    "section",
+    [
+        "Her partner Julien is a sound engineer. He works from home and cooks on weekends.",
+        "They say Maria is the calmest nurse on the ward, and they are right.",
+        "Her brother lives in Paris. He visits whenever the trains run.",
+    ],
+)
+def test_pronoun_consistency_lets_pronouns_mean_other_people(critics, section):
+    result = check(critics, "pronoun_consistency", with_section("daily_life", section))
+    assert result.passed, result.reason
+
+
+def test_pronoun_consistency_accepts_they_for_non_binary_and_is_configurable(repo_root):
+    def non_binary(text: str) -> dict:
+        record = persona(sections={"daily_life": text}, narrative=text)
+        for attribute in record["attributes"]:
+            if attribute["path"].endswith("gender"):
+                attribute["value"] = "non-binary"
+        return record
+
+    folder = repo_root / "validators" / "critics"
+    record = non_binary("Maria is a nurse who works nights. She cycles on days off.")
+    (default,) = [c for c in load_critics(folder) if c.name == "pronoun_consistency"]
+    assert run_rule_critics([default], [record], "persona")[0][0].reason.startswith(
+        "pronoun_mismatch: 'she' for the persona; demographics.gender is 'non-binary'"
+    )
+    they = non_binary("Maria is a nurse who works nights. They cycle on days off.")
+    assert run_rule_critics([default], [they], "persona")[0][0].passed
+    settings = {"pronoun_consistency": {"she": ["woman", "female", "girl", "non-binary"]}}
+    (she_too,) = [c for c in load_critics(folder, settings) if c.name == "pronoun_consistency"]
+    assert run_rule_critics([she_too], [record], "persona")[0][0].passed
+
+
+# -- roles -----------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("turn", "text", "code"),
+    [
+        (0, "Hello, I am your assistant today. What are we cooking?", "user_speaks_as_assistant"),
+        (2, "Great. How can I help you today?", "user_speaks_as_assistant"),
+        (2, "I'm an AI assistant, so I never get hungry.", "user_speaks_as_assistant"),
+        (1, "Thanks for your help! I will cook lentils.", "assistant_speaks_as_user"),
+        (3, "I'm Maria, and I work nights too.", "assistant_speaks_as_user"),
+        (3, "My husband cooks for me on Sundays.", "assistant_speaks_as_user"),
+        (1, "User: what should I cook?", "assistant_speaks_as_user"),
+    ],
+)
+def test_role_consistency_fails_a_side_playing_the_other(critics, turn, text, code):
+    personas = {"p0-00000001": persona()}
+    result = check(critics, "role_consistency", with_turn(turn, text), "conversation", personas)
+    role = "user" if turn % 2 == 0 else "assistant"
+    assert result.reason.startswith(f"{code}: ")
+    assert f"role is {role!r} (in turns[{turn}].{role}: " in result.reason
+
+
+@pytest.mark.parametrize(
+    ("turn", "text"),
+    [
+        (2, "Thank you for your help, lentils it is."),
+        (1, "How can I help you plan? Batch-cook lentils on Sunday."),
+        (2, "I'm a personal assistant by day and a nurse by night, so I'm always tired."),
+        (3, "My advice: cook once, eat three times."),
+    ],
+)
+def test_role_consistency_lets_each_side_say_its_own_lines(critics, turn, text):
+    personas = {"p0-00000001": persona()}
+    result = check(critics, "role_consistency", with_turn(turn, text), "conversation", personas)
+    assert result.passed, result.reason
+
+
+# -- numbers and places ----------------------------------------------------------------------
+def rich_persona(section: str) -> dict:
+    record = with_section("daily_life", section)
+    record["attributes"] += [
+        {"path": "demographics.location.settlement", "value": "large city", "source": "sampled"},
+        {
+            "path": "relationships_and_family.children.number_of_children",
+            "value": "2",
+            "source": "sampled",
+        },
+        {"path": "career.status.years_in_current_job", "value": "6 years", "source": "sampled"},
+        {"path": "finances.income.annual_income", "value": "42000 USD/year", "source": "sampled"},
+    ]
+    return record
+
+
+@pytest.mark.parametrize(
+    ("sentence", "code"),
+    [
+        ("She was born in 1970 in Brittany.", "birth_year_mismatch: text says born in 1970"),
+        ("Maria has three children.", "children_mismatch: text says 3 children"),
+        ("She has no children.", "children_mismatch: text says 0 children"),
+        ("Her three kids keep her busy.", "children_mismatch: text says 3 children"),
+        ("She has worked as a nurse for 15 years.", "years_in_job_mismatch: text says 15 years"),
+        ("She earns $400,000 a year.", "income_mismatch: text says"),
+        ("She earns $15,000 a month.", "income_mismatch: text says"),
+        (
+            "She lives in a small village.",
+            "settlement_mismatch: text says lives in 'a small village'",
+        ),
+        (
+            "She lives in the countryside.",
+            "settlement_mismatch: text says lives in 'the countryside'",
+        ),
+    ],
+)
+def test_consistency_fails_numbers_and_places_that_contradict(critics, sentence, code):
+    result = check(critics, "attribute_consistency", rich_persona(sentence))
+    assert result.reason.startswith(code), result.reason
+    assert f"(in sections.daily_life: {sentence!r})" in result.reason
+
+
+@pytest.mark.parametrize(
+    "sentence",
+    [
+        "She was born in 1991 in Brittany.",  # 34 in 2025, before or after her birthday
+        "She has two children.",
+        "Her sister has three children.",
+        "She has been a nurse for 6 years.",
+        "She has been a mother for 15 years.",
+        "She earns about $3,500 a month.",  # 42,000 a year
+        "Her husband earns $400,000 a year.",
+        "She lives in a big city.",
+        "She earns 400,000 rupees a year.",  # not dollars: not compared
+    ],
+)
+def test_consistency_does_not_reject_numbers_and_places_that_agree(critics, sentence):
+    result = check(critics, "attribute_consistency", rich_persona(sentence))
+    assert result.passed, result.reason
+
+
+def test_birth_year_of_a_session_is_counted_from_its_own_year(critics):
+    personas = {"p0-00000001": persona()}  # 34 years old
+    record = with_turn(2, "I was born in 1996, so nights are still fine for me.")
+    record["timestamp"] = "2030-06-01T10:00:00+00:00"  # 34 in 2030
+    assert check(critics, "attribute_consistency", record, "conversation", personas).passed
+    record["timestamp"] = "2025-06-01T10:00:00+00:00"  # 29 in 2025
+    result = check(critics, "attribute_consistency", record, "conversation", personas)
+    assert result.reason.startswith("birth_year_mismatch: text says born in 1996 (aged 29")
+
+
+# -- Gopher repetition -----------------------------------------------------------------------
+MATCH_MADE = "\n".join(f"Chat {i}: Match made, match made." for i in range(1, 6))
+
+
+def test_gopher_counts_as_the_paper_defines(repo_root):
+    gopher = _plugin_module(repo_root, "gopher")
+    assert gopher.duplicate_pieces(["a b", "c", "a b", "a b"]) == (2, 6)
+    # "x y" occurs twice: 3 characters x 2; a top n-gram said once counts nothing
+    assert gopher.top_ngram_chars(["x", "y", "x", "y", "z"], 2) == 6
+    assert gopher.top_ngram_chars(["x", "y", "z"], 2) == 0
+    # the second "a b c d e" repeats the first: its 5 one-letter words
+    assert gopher.duplicate_ngram_chars(list("abcdeabcdef"), 5) == 5
+    assert gopher.normalize_digits("Chat 12: 3 pm") == "Chat 00: 0 pm"
+
+
+def test_gopher_rejects_a_loop_that_only_changes_a_number(critics):
+    record = with_turn(1, MATCH_MADE)
+    result = check(critics, "gopher_repetition", record, "conversation")
+    assert result.reason.startswith(
+        "dup_line_frac: 0.500 > 0.3 ('Chat 0: Match made, match made.' x5)"
+    )
+    assert check(critics, "repeated_sentences", record, "conversation").passed  # why it's needed
+
+
+@pytest.mark.parametrize(
+    ("text", "code"),
+    [
+        ("Same para here.\n\nOther one.\n\nSame para here.\n\nSame para here.", "dup_para_frac"),
+        (
+            "A long first line that the model repeats word for word later on.\n"
+            + "A long first line that the model repeats word for word later on.\n"
+            + "\n".join(f"short line {w}" for w in "abcdefg"),
+            "dup_line_char_frac",
+        ),
+        ("They like long walks by the sea. " * 12, "top_2_gram"),
+    ],
+)
+def test_gopher_names_the_sub_check_that_failed(critics, text, code):
+    turns = [{"role": "user", "content": "Hi."}, {"role": "assistant", "content": text}]
+    result = check(critics, "gopher_repetition", conversation(turns=turns), "conversation")
+    assert result.reason.startswith(f"{code}: "), result.reason
+
+
+def test_gopher_compression_ratio_catches_what_compresses_too_well(repo_root):
+    folder = repo_root / "validators" / "critics"
+    off = {k: 1.0 for k in ("dup_para_frac", "dup_para_char_frac", "dup_line_frac")}
+    off.update({"dup_line_char_frac": 1.0, "top_2_gram": 1.0, "top_3_gram": 1.0})
+    off.update({f"top_{n}_gram": 1.0 for n in (2, 3, 4)})
+    off.update({f"dup_{n}_gram": 1.0 for n in range(5, 11)})
+    settings = {"gopher_repetition": off}
+    (only,) = [c for c in load_critics(folder, settings) if c.name == "gopher_repetition"]
+    loop = with_section("values", "They like walks. " * 100)
+    (result,) = run_rule_critics([only], [loop], "persona")[0]
+    assert result.reason.startswith("compression_ratio: ") and "< 0.3" in result.reason
+    assert run_rule_critics([only], [persona()], "persona")[0][0].passed
+
+
+def test_gopher_leaves_short_texts_to_the_other_critics(repo_root, critics):
+    short = conversation(
+        turns=[
+            {"role": "user", "content": "I love my job and I love my family, any gift ideas?"},
+            {"role": "assistant", "content": "A framed family photo or a shared day out."},
+        ]
+    )
+    assert check(critics, "gopher_repetition", short, "conversation").passed
+    folder = repo_root / "validators" / "critics"
+    settings = {"gopher_repetition": {"min_words": 0}}
+    (unguarded,) = [c for c in load_critics(folder, settings) if c.name == "gopher_repetition"]
+    (result,) = run_rule_critics([unguarded], [short], "conversation")[0]
+    assert result.reason.startswith("top_3_gram: ")  # "i love my" said twice in 18 words
+
+
+# -- modes: filter, advisory, auto -------------------------------------------------------------
+def test_rule_critic_mode_defaults_to_filter_and_is_a_setting(tmp_path):
+    folder = _folder(tmp_path, {"short.py": GOOD_PLUGIN}, "rules:\n  short: {mode: advisory}\n")
+    assert [c.mode for c in load_critics(folder)] == ["advisory"]
+    assert [c.mode for c in load_critics(folder, {"short": {"mode": "auto"}})] == ["auto"]
+    bare = _folder(tmp_path / "b", {"short.py": GOOD_PLUGIN})
+    assert [c.mode for c in load_critics(bare)] == ["filter"]
+
+
+def test_a_bad_mode_names_the_file_and_the_choices(tmp_path):
+    folder = _folder(tmp_path, {"short.py": GOOD_PLUGIN}, "rules:\n  short: {mode: maybe}\n")
+    with pytest.raises(
+        UserError,
+        match=r"critics\.yaml: rules\.short\.mode: expected one of "
+        r"filter, advisory, auto, got 'maybe'",
+    ):
+        load_critics(folder)
+
+
+def test_an_advisory_critic_flags_without_rejecting():
+    from personaloom.critic.decision import acceptance_report, decide
+
+    failing = CriticResult("style", False, "bad_style: too flat")
+    passing = CriticResult("length", True)
+    advised = decide([failing, passing], {}, None, advisory={"style"})
+    assert (advised.accepted, advised.reasons, advised.flagged) == (True, [], ["style"])
+    filtered = decide([failing, passing], {}, None)
+    assert not filtered.accepted and filtered.failed == ["style"]
+    report = acceptance_report([[advised, filtered]])["total"]
+    assert report["accepted"] == 1
+    assert report["critics"]["style"]["acceptance"] == 0.0  # measured: it passed neither
+    assert report["critics"]["length"]["acceptance"] == 1.0
+
+
+def test_auto_mode_is_advisory_for_the_embedded_model_only(repo_root):
+    from personaloom.critic.rounds import resolve_rule_modes
+    from personaloom.critic.settings import load_critic_config
+    from personaloom.engine.embedded import EMBEDDED_MODEL
+
+    config = load_critic_config(repo_root / "validators")
+    auto = replace(config, critics=[replace(c, mode="auto") for c in config.critics[:2]])
+    embedded = resolve_rule_modes(auto, EMBEDDED_MODEL)
+    other = resolve_rule_modes(auto, "Qwen/Qwen2.5-7B-Instruct")
+    assert [c.mode for c in embedded.critics] == ["advisory", "advisory"]
+    assert [c.mode for c in other.critics] == ["filter", "filter"]
+
+
+def test_critic_summary_marks_advisory_critics():
+    from personaloom.critic.decision import acceptance_report, decide
+    from personaloom.critic.rounds import critic_summary
+
+    decisions = [
+        decide([CriticResult("style", passed)], {}, None, advisory={"style"})
+        for passed in (True, False, False, True)
+    ]
+    rates = critic_summary([{"persona": acceptance_report({0: decisions})}])["rates"]
+    assert rates["persona"] == {"all rounds": 1.0, "style (advisory)": 0.5}

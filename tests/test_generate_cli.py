@@ -51,7 +51,7 @@ def test_folder_held_by_a_live_run_is_refused(tmp_path, capsys):
         [
             sys.executable,
             "-c",
-            "import sys, time; from personaloom.lock import RunLock; "
+            "import sys, time; from personaloom.state.lock import RunLock; "
             f"RunLock({str(lock)!r}).acquire(); print('ready', flush=True); time.sleep(120)",
         ],
         stdout=subprocess.PIPE,
@@ -69,7 +69,7 @@ def test_folder_held_by_a_live_run_is_refused(tmp_path, capsys):
 FAST_FAILING_ENGINE = ["--engine", "openai", "--model", "m", "--base-url", "http://127.0.0.1:9"]
 HOLD = """
 import sys
-from personaloom.lock import RunLock
+from personaloom.state.lock import RunLock
 with RunLock(sys.argv[1], command="holder"):
     print("held", flush=True)
     sys.stdin.read()
@@ -105,9 +105,9 @@ def _files(folder):
 def _prepared_run(out, args):
     """A run folder as a live `generate` leaves it (state prepared, a temporary file in
     flight), without an engine."""
-    from personaloom import pipeline
     from personaloom.cli import build_parser
-    from personaloom.commands.generate import build_config
+    from personaloom.cli.generate import build_config
+    from personaloom.run import pipeline
 
     parsed = build_parser().parse_args(["generate", "--out", str(out), *args])
     run = pipeline.prepare(build_config(parsed), out)
@@ -140,7 +140,7 @@ def test_orphans_of_a_killed_run_are_cleaned_despite_its_stale_lock(tmp_path):
     import json
     import socket
 
-    from personaloom.runstate import RunState
+    from personaloom.state.run_state import RunState
 
     out = tmp_path / "corpus"
     args = ["--personas", "2", "--sessions", "0"]
@@ -157,3 +157,87 @@ def test_orphans_of_a_killed_run_are_cleaned_despite_its_stale_lock(tmp_path):
     assert RunState(out).clean_orphans() == 3
     assert not card_tmp.exists() and not aside.exists()
     assert not any(out.rglob("*.tmp"))
+
+
+# A value away from the default for every run setting, as typed on the command line.
+NON_DEFAULT = {
+    "taxonomy": ("k12_student", "k12_student"),
+    "personas": ("3", 3),
+    "sessions": ("2", 2),
+    "turns": ("4", 4),
+    "seed": ("11", 11),
+    "model": ("some-org/some-model", "some-org/some-model"),
+    "engine": ("openai", "openai"),
+    "base_url": ("http://127.0.0.1:9/v1", "http://127.0.0.1:9/v1"),
+    "concurrency": ("16", 16),
+    "critic_rounds": ("1", 1),
+    "judges": ("filter", "filter"),
+    "judge_model": ("some-org/judge", "some-org/judge"),
+    "judge_engine": ("openai", "openai"),
+    "judge_base_url": ("http://127.0.0.1:8/v1", "http://127.0.0.1:8/v1"),
+    "shard": ("1/2", {"index": 1, "count": 2}),
+    "preset": ("deep", "deep"),
+    "batch_size": ("5", 5),
+    "max_candidates": ("7", 7),
+    "min_sessions": ("1", 1),
+    "quotas": ("demographics.gender=uniform", ["demographics.gender=uniform"]),
+    "conversation_mode": ("one_call", "one_call"),
+    "update_probability": ("0.25", 0.25),
+    "dedup_threshold": ("0.9", 0.9),
+    "max_tokens_section": ("64", 64),
+    "max_tokens_narrative": ("80", 80),
+    "max_tokens_turn": ("40", 40),
+    "compact_json": (None, True),
+    "engine_options": ("max_num_seqs=16", {"max_num_seqs": 16}),
+    "fidelity_margin": ("0.2", 0.2),
+    "fidelity_min_group": ("5", 5),
+    "license": ("cc-by-4.0", "cc-by-4.0"),
+    "pretty_name": ("My personas", "My personas"),
+}
+
+
+def test_every_run_setting_is_a_generate_option():
+    from personaloom.run.config import RunConfig
+
+    assert set(NON_DEFAULT) == set(RunConfig.model_fields)
+
+
+@pytest.mark.parametrize("field", sorted(NON_DEFAULT))
+def test_each_option_reaches_the_run_config(tmp_path, capsys, field):
+    import yaml
+
+    from personaloom.cli.generate import option_name
+
+    typed, expected = NON_DEFAULT[field]
+    args = [option_name(field)] + ([typed] if typed is not None else [])
+    if field in ("engine", "base_url"):  # the HTTP engine needs both
+        args = ["--engine", "openai", "--base-url", "http://127.0.0.1:9/v1", "--model", "m"]
+    if field in ("judge_engine", "judge_base_url"):  # a judge endpoint needs all three
+        args = ["--judge-model", "j", "--judge-engine", "openai"]
+        args += ["--judge-base-url", "http://127.0.0.1:8/v1"]
+    if field == "min_sessions":  # at most the sessions a persona gets
+        args += ["--sessions", "2"]
+    out = tmp_path / "corpus"
+    assert main(["generate", "--out", str(out), "--dry-run", *args]) == 0
+    resolved = yaml.safe_load(capsys.readouterr().out)
+    assert resolved[field] == expected
+    assert not out.exists()  # a dry run writes nothing
+
+
+@pytest.mark.parametrize("judges", ["off", "filter", "advisory", "auto"])
+def test_every_judges_mode_is_accepted(tmp_path, capsys, judges):
+    import yaml
+
+    assert main(["generate", "--out", str(tmp_path / "c"), "--dry-run", "--judges", judges]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["judges"] == judges
+
+
+def test_options_override_the_config_file(tmp_path, capsys):
+    import yaml
+
+    config = tmp_path / "run.yaml"
+    config.write_text("personas: 5\nseed: 9\njudges: 'off'\n")
+    args = ["generate", "--out", str(tmp_path / "c"), "--dry-run", "--config", str(config)]
+    assert main([*args, "--seed", "2"]) == 0
+    resolved = yaml.safe_load(capsys.readouterr().out)
+    assert (resolved["personas"], resolved["seed"], resolved["judges"]) == (5, 2, "off")

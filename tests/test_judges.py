@@ -8,29 +8,31 @@ behaviour with a real model is covered by tests/test_judges_engine.py.
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Callable, Sequence
 
 import pytest
 
-from personaloom.critics import CriticResult
-from personaloom.engine.base import Completion, EngineStats, GenerationRequest
-from personaloom.errors import UserError
-from personaloom.judges import (
-    JUDGEMENT_SCHEMA,
+from personaloom.critic.decision import (
     Decision,
-    JudgeScore,
-    Thresholds,
     acceptance_report,
-    check_judge_prompts,
     decide,
-    judge_records,
-    judges_for,
-    parse_judgement,
     rejection_rows,
     review_records,
+)
+from personaloom.critic.judges import (
+    JUDGEMENT_SCHEMA,
+    JudgeScore,
+    check_judge_prompts,
+    judge_records,
+    parse_judgement,
     session_summary,
 )
-from personaloom.prompts import PromptError, PromptLibrary
+from personaloom.critic.rule_critics import CriticResult
+from personaloom.critic.settings import Thresholds, judges_for
+from personaloom.engine.base import Completion, EngineStats, GenerationRequest
+from personaloom.errors import UserError
+from personaloom.generate.prompts import PromptError, PromptLibrary
 
 
 class FixedEngine:
@@ -230,8 +232,31 @@ def test_session_summary_lists_profile_updates():
     )
 
 
-def test_shipped_judge_prompts_render(prompts):
-    check_judge_prompts(prompts, ["faithfulness", "naturalness", "consistency", "safety"])
+SHIPPED_JUDGES = ["faithfulness", "naturalness", "consistency", "safety"]
+
+
+def test_shipped_judge_prompts_render_and_ask_for_the_schema(prompts):
+    check_judge_prompts(prompts, SHIPPED_JUDGES)  # raises if one does not render
+    for name in SHIPPED_JUDGES:
+        text = prompts.render(
+            f"judge_{name}",
+            kind="conversation",
+            persona_name="Ana Souza",
+            profile=["home.city: Oslo"],
+            text="User: I moved to Oslo.",
+            history=["Session 1 (2025-01-01, travel): the user said: I live in Lyon."],
+            session=2,
+        )
+        assert "User: I moved to Oslo." in text, name
+        assert '"rationale"' in text and '"score"' in text, name
+
+
+def test_judge_prompt_check_fails_on_a_template_that_does_not_render(repo_root, tmp_path):
+    folder = tmp_path / "prompts"
+    shutil.copytree(repo_root / "prompts", folder)
+    (folder / "judge_wit.j2").write_text("Is {{ txt }} witty?\n")  # txt: not a judge variable
+    with pytest.raises(PromptError, match=r"judge_wit\.j2"):
+        check_judge_prompts(PromptLibrary(folder), ["safety", "wit"])
 
 
 def test_judges_come_from_settings():
@@ -314,7 +339,7 @@ def test_bad_thresholds_are_user_errors(settings, message):
 
 
 def test_shipped_decision_settings_load(repo_root):
-    from personaloom.critics import load_critic_settings
+    from personaloom.critic.rule_critics import load_critic_settings
 
     settings = load_critic_settings(repo_root / "validators" / "critics.yaml")
     t = Thresholds.from_settings(settings["decision"])
@@ -372,7 +397,7 @@ RELAXED = {"length": {"persona": {"min_words": 5, "min_section_words": 5}}}  # t
 
 
 def test_review_judges_only_what_the_rules_passed(repo_root, prompts):
-    from personaloom.critics import load_critics
+    from personaloom.critic.rule_critics import load_critics
 
     critics = load_critics(repo_root / "validators" / "critics", RELAXED)
     records = [
@@ -393,7 +418,7 @@ def test_review_judges_only_what_the_rules_passed(repo_root, prompts):
 
 
 def test_review_without_judges_is_rules_only(repo_root):
-    from personaloom.critics import load_critics
+    from personaloom.critic.rule_critics import load_critics
 
     critics = load_critics(repo_root / "validators" / "critics", RELAXED)
     record = dict(
@@ -406,16 +431,16 @@ def test_review_without_judges_is_rules_only(repo_root):
 
 # -- configuration -------------------------------------------------------------------------
 def test_project_critic_config_loads_and_checks_everything(repo_root, prompts):
-    from personaloom.judges import load_critic_config
+    from personaloom.critic.settings import load_critic_config
 
     config = load_critic_config(repo_root / "validators", prompts)
-    assert len(config.critics) == 8
+    assert len(config.critics) == 12
     assert config.judges["conversation"] == ["faithfulness", "naturalness", "consistency", "safety"]
     assert config.thresholds.hard_judges == {"faithfulness": 3, "safety": 4}
 
 
 def test_critic_config_overrides_win(repo_root):
-    from personaloom.judges import load_critic_config
+    from personaloom.critic.settings import load_critic_config
 
     config = load_critic_config(
         repo_root / "validators",
@@ -430,14 +455,14 @@ def test_critic_config_overrides_win(repo_root):
 
 
 def test_critic_config_falls_back_to_the_packaged_defaults(tmp_path):
-    from personaloom.judges import load_critic_config
+    from personaloom.critic.settings import load_critic_config
 
     (tmp_path / "validators").mkdir()
-    assert len(load_critic_config(tmp_path / "validators").critics) == 8
+    assert len(load_critic_config(tmp_path / "validators").critics) == 12
 
 
 def test_critic_config_names_the_file_of_a_bad_setting(tmp_path):
-    from personaloom.judges import load_critic_config
+    from personaloom.critic.settings import load_critic_config
 
     validators = tmp_path / "validators"
     validators.mkdir()
@@ -447,7 +472,7 @@ def test_critic_config_names_the_file_of_a_bad_setting(tmp_path):
 
 
 def test_critic_config_checks_the_judge_templates(repo_root, tmp_path):
-    from personaloom.judges import load_critic_config
+    from personaloom.critic.settings import load_critic_config
 
     with pytest.raises(PromptError, match=r"judge_wit\.j2: prompt template not found"):
         load_critic_config(

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import pytest
 
-from personaloom.judges import RATIONALE_MAX, decide, judge_records
-from personaloom.prompts import PromptLibrary
+from personaloom.critic.decision import decide
+from personaloom.critic.judges import RATIONALE_MAX, judge_records
+from personaloom.generate.prompts import PromptLibrary
 
 pytestmark = pytest.mark.engine
 

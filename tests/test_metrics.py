@@ -13,7 +13,7 @@ import pytest
 
 from personaloom import schema as S
 from personaloom.errors import UserError
-from personaloom.metrics import (
+from personaloom.publish.metrics import (
     compute_metrics,
     distinct_n,
     load_minilm,
@@ -275,7 +275,7 @@ def test_embeddings_can_be_skipped(tmp_path):
 
 
 def test_every_metric_has_a_definition(metrics):
-    from personaloom.metrics import _numbers
+    from personaloom.publish.metrics import _numbers
 
     names = [name for name, _ in _numbers(metrics)]
     assert names and all(metrics["definitions"].get(n) for n in names)

@@ -1,6 +1,7 @@
 """The OpenAI-compatible engine against a real local HTTP server that misbehaves on purpose."""
 
 import socket
+import time
 
 import pytest
 
@@ -37,6 +38,8 @@ def test_throttling_and_server_errors_are_retried_honouring_retry_after():
         [completion] = engine.generate(_requests(1))
         assert completion.error is None and completion.text == server.reply
         assert len(server.requests) == 3
+        # the 429 said "Retry-After: 0.2"; the 503 said nothing (10 ms backoff)
+        assert server.requests[1]["at"] - server.requests[0]["at"] >= 0.2
 
 
 def test_garbage_is_retried_then_recorded_as_a_rejection_with_reason():
@@ -61,10 +64,28 @@ def test_unparseable_output_is_retried_then_kept_as_rejection_with_raw_text():
 
 def test_a_hanging_request_times_out_and_is_retried():
     with ChatServer() as server:
-        server.script.append("hang")
+        server.script.append("hang:6")  # answers only after 6 s
         engine = OpenAIEngine(server.url, "m", timeout=0.5, retries=2, backoff=0.01)
+        started = time.monotonic()
         [completion] = engine.generate(_requests(1))
+        elapsed = time.monotonic() - started
         assert completion.error is None
+        # the hung attempt was abandoned after about the 0.5 s timeout, then retried
+        assert len(server.requests) == 2
+        assert 0.5 <= server.requests[1]["at"] - server.requests[0]["at"] < 2.0
+        assert elapsed < 3.0
+
+
+def test_a_request_that_keeps_hanging_fails_within_the_timeout():
+    with ChatServer() as server:
+        server.script.extend(["hang:6", "hang:6"])
+        engine = OpenAIEngine(server.url, "m", timeout=0.5, retries=1, backoff=0.01)
+        started = time.monotonic()
+        [completion] = engine.generate(_requests(1))
+        elapsed = time.monotonic() - started
+        assert completion.error == "timed out: ReadTimeout"
+        assert len(server.requests) == 2
+        assert 1.0 <= elapsed < 3.0  # two timeouts of 0.5 s, not two hangs of 6 s
 
 
 def test_refused_connections_stop_the_run_with_a_clear_error():
@@ -84,3 +105,41 @@ def test_api_key_is_sent_but_never_appears_in_errors(monkeypatch):
         [completion] = engine.generate(_requests(1))
         assert server.requests[0]["auth"] == f"Bearer {secret}"
         assert completion.error and secret not in completion.error
+
+
+def test_a_server_that_dies_mid_answer_stops_the_run_instead_of_rejecting():
+    """The first attempt connects and the connection drops (the server died answering);
+    the retries find nothing listening: the endpoint is gone, so the run stops (exit 1,
+    progress saved) rather than turning the request into a generation failure."""
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    port = listener.getsockname()[1]
+
+    def die_mid_answer() -> None:
+        conn, _ = listener.accept()
+        conn.recv(65536)
+        conn.close()  # no answer
+        listener.close()  # and nothing listens any more
+
+    thread = threading.Thread(target=die_mid_answer, daemon=True)
+    thread.start()
+    engine = OpenAIEngine(f"http://127.0.0.1:{port}", "m", retries=2, backoff=0.01)
+    with pytest.raises(EngineUnavailable, match="unreachable"):
+        engine.generate(_requests(1))
+    thread.join(timeout=5)
+
+
+def test_more_than_four_stop_sequences_are_split_between_server_and_client():
+    """The OpenAI API takes at most 4 stop sequences (vLLM's server answers 400 otherwise):
+    the first four go to the server, the rest cut the answer here."""
+    stop = ("\nUser:", "\nAssistant:", "\nYou:", "\nUSER:", "\nASSISTANT:")
+    request = GenerationRequest("r0", [{"role": "user", "content": "hi"}], stop=stop, seed=1)
+    with ChatServer() as server:
+        server.reply = "Sure, here it is.\nASSISTANT: and more"
+        engine = OpenAIEngine(server.url, "m", retries=0)
+        [completion] = engine.generate([request])
+        assert server.requests[0]["body"]["stop"] == list(stop[:4])
+    assert completion.text == "Sure, here it is."

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import signal
 import socket
 import subprocess
@@ -23,6 +24,7 @@ from typing import Any
 import httpx
 import pyarrow.parquet as pq
 import pytest
+import yaml
 
 pytestmark = [pytest.mark.server, pytest.mark.engine]
 
@@ -188,30 +190,73 @@ def test_adhoc_deployment_runs_on_a_process_worker_then_merge(tmp_path, repo_roo
             "build-corpus/adhoc",
             "release/release",
             "merge/merge",
+            "evaluate/evaluate",
         ):
             flow, deployment = name.split("/")
             response = httpx.get(f"{prefect.api}/deployments/name/{flow}/{deployment}", timeout=10)
             assert response.status_code == 200, f"{name} not deployed:\n{deployed[-3000:]}"
 
         out = tmp_path / "corpus"
-        # critic_rounds=0: the critic may reject a persona, and this test counts rows
+        # Every build-corpus parameter, and in `config` every run setting away from its
+        # default where the run stays small (critic_rounds=0: this test counts rows).
+        config = {
+            "taxonomy": "human",
+            "personas": 2,
+            "sessions": 0,
+            "turns": 3,
+            "seed": 3,
+            "critic_rounds": 0,
+            "judges": "off",
+            "shard": "0/1",
+            "preset": "quick",
+            "batch_size": 2,
+            "quotas": ["demographics.gender=uniform"],
+            "conversation_mode": "one_call",
+            "update_probability": 0.25,
+            "dedup_threshold": 0.9,
+            "max_tokens_section": 48,
+            "max_tokens_narrative": 48,
+            "compact_json": False,
+            "license": "cc-by-4.0",
+            "pretty_name": "Server test personas",
+        }
+        command = ["prefect", "deployment", "run", "build-corpus/adhoc", "(server test)"]
         run_id = prefect.deploy_run(
-            "build-corpus/adhoc", personas=2, sessions=0, out=str(out), seed=3, critic_rounds=0
+            "build-corpus/adhoc",
+            out=str(out),
+            config=config,
+            project=str(repo_root),
+            restart=False,
+            seed_from_date=False,
+            command=command,
         )
         run = prefect.work_once(run_id, timeout=600)
         assert run["state"]["type"] == "COMPLETED", run["state"]
-        assert run["parameters"]["personas"] == 2
+        assert run["parameters"]["config"]["personas"] == 2
 
         personas = pq.read_table(sorted((out / "personas").glob("train-*.parquet"))[0])
         assert personas.num_rows == 2
         assert sorted(personas.column("index").to_pylist()) == [0, 1]
         assert (out / "README.md").read_text().startswith("---")
         manifest = json.loads((out / ".personaloom" / "manifest.json").read_text())
-        assert manifest["status"] == "complete" and manifest["config"]["personas"] == 2
+        assert manifest["status"] == "complete"
+        recorded = manifest["config"]
+        for key, value in config.items():
+            expected = {"index": 0, "count": 1} if key == "shard" else value
+            assert recorded[key] == expected, key
+        assert manifest["command"] == command
+        card = (out / "README.md").read_text()
+        settings = yaml.safe_load(
+            card.split("All run settings")[1].split("```yaml\n")[1].split("```")[0]
+        )
+        assert {k: settings[k] for k in config if k != "shard"} == {
+            k: v for k, v in config.items() if k != "shard"
+        }
+        assert shlex.join(command) in card and "Server test personas" in card
         assert not (out / "conversations").exists()
 
         # The flow run's log carries vLLM's important lines, including those of its
-        # EngineCore and Worker processes (relayed, see personaloom/vllm_logs.py).
+        # EngineCore and Worker processes (relayed, see personaloom/engine/vllm_logs.py).
         lines = prefect.run_logs(run_id)
         vllm = [line for line in lines if line["name"].startswith("vllm")]
         assert any("KV cache size" in line["message"] for line in vllm), [

@@ -1,6 +1,6 @@
 import pytest
 
-from personaloom.prompts import PromptError, PromptLibrary
+from personaloom.generate.prompts import PromptError, PromptLibrary
 
 
 def _library(tmp_path, name, text):
@@ -48,7 +48,9 @@ def test_shipped_persona_prompts_render(repo_root):
     text = lib.render(
         "persona_enrich",
         category="hobbies",
+        persona_name="Ana Souza",
         profile=["demographics.age: 34"],
+        established=[],
         fields=[{"key": "pet_peeve", "path": "x.pet_peeve", "description": "a pet peeve"}],
         fewshot="",
     )

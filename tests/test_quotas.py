@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from personaloom.errors import UserError
-from personaloom.quotas import largest_remainder, plan_quotas
-from personaloom.rules import load_rules
-from personaloom.sampling import sample_skeletons
 from personaloom.taxonomy import load_taxonomy
+from personaloom.taxonomy.quotas import largest_remainder, plan_quotas
+from personaloom.taxonomy.rules import load_rules
+from personaloom.taxonomy.sampling import sample_skeletons
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data" / "taxonomies"

@@ -14,9 +14,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from personaloom import schema as S
-from personaloom.card import write_card
 from personaloom.cli import main
-from personaloom.shards import write_shards
+from personaloom.publish.card import write_card
+from personaloom.publish.shards import write_shards
 from tests.support.dataset import make_dataset, persona_rows, read_manifest
 
 
@@ -305,7 +305,7 @@ def test_a_target_on_another_branch_is_refused(dataset, tmp_path, release) -> No
 
 HOLD = """
 import sys
-from personaloom.lock import RunLock
+from personaloom.state.lock import RunLock
 with RunLock(sys.argv[1]):
     print("held", flush=True)
     sys.stdin.read()

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from personaloom.card import write_card
-from personaloom.hub import _retry_after
+from personaloom.publish.card import write_card
+from personaloom.retry import parse_retry_after
 from tests.support.dataset import make_dataset, read_manifest
 from tests.support.hubstub import HubStub
 
@@ -268,11 +268,12 @@ def test_a_release_in_offline_mode_is_refused(dataset, hub, release, env) -> Non
 
 
 def test_retry_after_accepts_seconds_and_http_dates() -> None:
-    assert _retry_after({"Retry-After": "7"}) == 7.0
+    # the parser shared with the OpenAI engine; tests/test_retry.py covers it in full
+    assert parse_retry_after("7") == 7.0
     date = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() + 30))
-    assert 25 <= _retry_after({"Retry-After": date}) <= 31
-    assert _retry_after({}) is None
-    assert _retry_after({"Retry-After": "soon"}) is None
+    assert 25 <= parse_retry_after(date) <= 31
+    assert parse_retry_after(None) is None
+    assert parse_retry_after("soon") is None
 
 
 def test_private_creates_a_private_repo(dataset, hub, release) -> None:

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 
 from personaloom.errors import UserError
-from personaloom.lock import RunLock
+from personaloom.state.lock import RunLock
 
 HOLDER = """
 import sys
-from personaloom.lock import RunLock
+from personaloom.state.lock import RunLock
 with RunLock(sys.argv[1], command="holder"):
     print("held", flush=True)
     sys.stdin.read()

@@ -7,9 +7,17 @@ A. `generate` is killed with SIGKILL (the whole process group) as soon as its fi
    is committed, while the next one is being generated;
 D. the same folder with a changed configuration is refused (exit 2), nothing touched;
    a copy of the interrupted folder is restarted with `--restart` (see the restart test);
+P. the same command resumes and, once an engine request of its batch is on its way, only
+   its main process is killed with SIGKILL (as a kill -9 of a pid, or an out-of-memory
+   kill, does): vLLM's engine processes, Prefect's temporary server and the rest must end
+   by themselves within 10 s (personaloom/engine/_parent_watch);
 B. the same command resumes, generates the missing batches and is killed by the named kill
    point `finalize-after-shards` (after the personas shards, before the card and manifest);
 C. the same command again: every batch is done, so it only finalizes (no engine at all).
+
+The run needs a replacement (exact N): the project's one critic, planted below, rejects
+persona 1, so after batches 0-2 the run plans batch 3 for id 3 in its place. B generates
+that batch from the plan on disk, and C finalizes exactly N kept from the same plan.
 
 Then the folder is released to the Hub stand-in. `HF_TOKEN` holds a known value in every
 run; the last test looks for it in every output, file and released file.
@@ -20,6 +28,7 @@ from __future__ import annotations
 import collections
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -33,9 +42,9 @@ import pytest
 
 from personaloom import schema as S
 from personaloom.errors import UserError
-from personaloom.lock import RunLock
-from personaloom.release import release
-from personaloom.runstate import RunState
+from personaloom.publish.release import release
+from personaloom.state.lock import RunLock
+from personaloom.state.run_state import RunState
 from tests.support.hubstub import HubStub
 
 pytestmark = [pytest.mark.engine, pytest.mark.timeout(1800)]
@@ -43,11 +52,40 @@ pytestmark = [pytest.mark.engine, pytest.mark.timeout(1800)]
 TOKEN = "hf_ResumeAfterKillSecret0123456789"
 SEED = 11
 N = 3
+REJECTED = 1  # the planted critic's one rejection; id N replaces it
+BATCHES = N + 1  # N slots of one persona each, then the replacement batch
+# The small clinic taxonomy of tests/data and short sections: what is tested is the run
+# layer (kill, resume, exact N), and a persona of the human taxonomy costs 4x the calls.
+CLINIC = Path(__file__).resolve().parent / "data" / "taxonomies" / "clinic.yaml"
 ARGS = [
-    "--personas", str(N), "--batch-size", "1", "--sessions", "0", "--seed", str(SEED),
-    "--critic-rounds", "0",
+    "--taxonomy", "clinic", "--max-tokens-section", "48", "--max-tokens-narrative", "48",
+    "--personas", str(N), "--batch-size", "1", "--sessions", "0",
+    "--critic-rounds", "1", "--judges", "off", "--seed", str(SEED),
 ]  # fmt: skip
-CHANGED = [*ARGS[:-3], str(SEED + 1), *ARGS[-2:]]  # the same, with another --seed
+CHANGED = [*ARGS[:-1], str(SEED + 1)]  # the same, with another --seed
+CRITICS = "rules: {}\njudges: {persona: [], conversation: []}\n"
+PLANTED = f"""
+from personaloom.critic.rule_critics import rule_critic
+
+
+@rule_critic("planted_rejection", kinds=("persona",), defaults={{}})
+def planted_rejection(record, ctx):
+    if record.get("index") == {REJECTED}:
+        return ctx.fail("planted: persona {REJECTED} is rejected by the test")
+    return ctx.ok()
+"""
+
+
+def make_project(root: Path) -> Path:
+    (root / "taxonomies").mkdir(parents=True)
+    shutil.copy(CLINIC, root / "taxonomies")
+    shutil.copytree(Path(__file__).resolve().parents[1] / "prompts", root / "prompts")
+    (root / "validators" / "critics").mkdir(parents=True)
+    (root / "validators" / "critics.yaml").write_text(CRITICS)
+    (root / "validators" / "critics" / "planted.py").write_text(PLANTED)
+    return root
+
+
 ENGINE_LOADED = "Loading safetensors checkpoint"  # vLLM's line when it loads the weights
 
 
@@ -74,6 +112,13 @@ class Story:
     lock_after_kill: dict | None = None
     after_finalize_kill: dict[str, bytes] = field(default_factory=dict)
     release_refusal: str = ""  # what `release` said about the folder after run B
+    # run P (kill -9 of the main pid alone): its processes (pid -> start time, from /proc and
+    # from its lock), seconds until each had ended, those of its session still alive after
+    p_procs: dict[int, str] = field(default_factory=dict)
+    p_names: list[str] = field(default_factory=list)
+    p_gone: dict[int, float] = field(default_factory=dict)
+    p_left: dict[int, str] = field(default_factory=dict)
+    done_after_p: list[int] = field(default_factory=list)
 
     def outputs(self) -> list[str]:
         return [text for run in self.runs.values() for text in (run.stdout, run.stderr)]
@@ -94,7 +139,11 @@ def _group_alive(pgid: int) -> bool:
 
 
 def _command(out: Path, args: list[str]) -> list[str]:
-    return [sys.executable, "-m", "personaloom.cli", "generate", "--out", str(out), *args]
+    project = out.parent / "project"  # beside the corpus folder (and its restarted copy)
+    return [
+        sys.executable, "-m", "personaloom.cli", "generate", "--out", str(out),
+        "--project", str(project), *args,
+    ]  # fmt: skip
 
 
 def _run(story: Story, name: str, args: list[str], **env: str) -> Run:
@@ -152,6 +201,47 @@ def _run_and_kill_after_first_batch(story: Story) -> Run:
     return run
 
 
+def _run_and_kill_main_pid_mid_batch(story: Story) -> Run:
+    """Resume, and kill -9 the main process alone once an engine request is on its way
+    (the progress line counting requests); watch what becomes of its processes."""
+    from tests.test_stop import session_processes, snapshot, wait_gone
+
+    log_out, log_err = story.out.parent / "p.stdout", story.out.parent / "p.stderr"
+    started = time.monotonic()
+    with open(log_out, "w") as so, open(log_err, "w") as se:
+        proc = subprocess.Popen(
+            _command(story.out, ARGS), env=story.env, stdout=so, stderr=se, start_new_session=True
+        )
+        try:
+            while not re.search(r"\w+: \d+/[1-9]\d* requests", log_out.read_text()):
+                if proc.poll() is not None:
+                    raise AssertionError(f"generate ended early:\n{log_err.read_text()}")
+                if time.monotonic() - started > 1200:
+                    raise AssertionError("no engine request in 20 minutes")
+                time.sleep(0.05)
+            lock = json.loads((RunState(story.out).root / "lock").read_text())
+            story.p_procs = {
+                **snapshot(proc.pid),
+                **{c["pid"]: c["start"] for c in lock.get("children", [])},
+            }
+            story.p_names = [c["name"] for c in lock.get("children", [])]
+            killed = time.monotonic()
+            os.kill(proc.pid, signal.SIGKILL)  # the main pid alone
+            proc.wait(timeout=60)
+            story.p_gone = wait_gone(story.p_procs, killed)
+            story.p_left = session_processes(proc.pid)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+    run = Run(
+        "P", proc.pid, proc.returncode, log_out.read_text(), log_err.read_text(),
+        time.monotonic() - started,
+    )  # fmt: skip
+    story.runs["P"] = run
+    return run
+
+
 @pytest.fixture(scope="module")
 def story(tmp_path_factory: pytest.TempPathFactory) -> Story:
     base = tmp_path_factory.mktemp("kill")
@@ -165,6 +255,7 @@ def story(tmp_path_factory: pytest.TempPathFactory) -> Story:
         PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="600",  # a busy 2-core machine
     )
     story = Story(base / "corpus", base / "restarted", base / "prefect-home", env)
+    make_project(base / "project")
     state = RunState(story.out)
 
     _run_and_kill_after_first_batch(story)  # A
@@ -174,6 +265,9 @@ def story(tmp_path_factory: pytest.TempPathFactory) -> Story:
 
     _run(story, "D", CHANGED)  # a changed configuration: refused
     shutil.copytree(story.out, story.restart_copy)
+
+    _run_and_kill_main_pid_mid_batch(story)  # P
+    story.done_after_p = state.completed()
 
     _run(story, "B", ARGS, PERSONALOOM_KILL_AT="finalize-after-shards")
     story.after_finalize_kill = files(story.out)
@@ -201,6 +295,23 @@ def test_the_kill_lands_mid_run_and_takes_the_engine_process_with_it(story: Stor
     # the killed run's lock is left behind, recognisably stale
     assert story.lock_after_kill is not None and story.lock_after_kill["pid"] == a.pid
     assert not os.path.exists(f"/proc/{a.pid}")
+
+
+def test_killing_the_main_process_alone_mid_batch_leaves_no_process_behind(story: Story) -> None:
+    p = story.runs["P"]
+    print(f"kill -9 of pid {p.pid} alone: {story.p_names} gone after "
+          f"{sorted(story.p_gone.values())} s")  # fmt: skip
+    assert p.returncode == -signal.SIGKILL
+    assert story.done_after_p == story.done_after_kill  # killed mid-batch: nothing new saved
+    # vLLM's EngineCore and Worker, Prefect's server, the resource tracker: all recorded
+    assert len(story.p_procs) >= 3, story.p_names
+    # names are /proc/PID/comm, cut at 15 characters: "VLLM::EngineCor"
+    assert any("EngineCor" in name for name in story.p_names), story.p_names
+    assert set(story.p_gone) == set(story.p_procs), set(story.p_procs) - set(story.p_gone)
+    assert max(story.p_gone.values()) <= 10.0
+    assert not story.p_left  # nothing of its session either
+    # the processes had ended by themselves: B's takeover of P's lock had nothing to end
+    assert "ended the processes it left running" not in story.runs["B"].stderr
 
 
 def test_a_changed_configuration_is_refused_and_touches_nothing(story: Story) -> None:
@@ -260,10 +371,15 @@ def test_every_persona_id_is_accounted_for_exactly_once(story: Story) -> None:
         for r in pq.read_table(p).to_pylist()
         if r["kind"] == "persona"
     }
-    expected = {S.persona_id(SEED, i) for i in range(N)}
-    assert set(kept) <= expected and set(kept) | rejected == expected
+    # exactly N kept: the planted rejection replaced by the next id (the plan on disk)
+    expected = {S.persona_id(SEED, i) for i in range(N + 1)}
+    assert set(kept) == expected - {S.persona_id(SEED, REJECTED)}
+    assert set(kept) | rejected == expected and S.persona_id(SEED, REJECTED) in rejected
+    plan = json.loads((story.out / ".personaloom" / "replacements.json").read_text())
+    assert {int(k): int(v) for k, v in plan["slot_of"].items()} == {N: REJECTED}
     counts = RunState(story.out).read_manifest()["counts"]
-    assert counts["personas_requested"] == N and counts["personas_kept"] == len(kept)
+    assert counts["personas_requested"] == N and counts["personas_kept"] == len(kept) == N
+    assert counts["replacements"] == 1
     assert sorted(table.column("index").to_pylist()) == sorted(
         int(pid.rsplit("-", 1)[1]) for pid in kept
     )
@@ -271,20 +387,23 @@ def test_every_persona_id_is_accounted_for_exactly_once(story: Story) -> None:
 
 def test_completed_batches_were_not_generated_again(story: Story) -> None:
     events = batch_done_events(story.out)
-    assert collections.Counter(e["batch"] for e in events) == {b: 1 for b in range(N)}
+    assert collections.Counter(e["batch"] for e in events) == {b: 1 for b in range(BATCHES)}
     a_pid = story.runs["A"].pid
     assert {e["batch"] for e in events if e["pid"] == a_pid} == set(story.done_after_kill)
     # batch 0's files are byte for byte those the killed run committed
     for name, data in story.after_kill.items():
         if name.startswith(".personaloom/batches/b000000."):
             assert (story.out / name).read_bytes() == data, name
-    # B generated exactly the batches A had not finished, C generated nothing
-    b_pid = story.runs["B"].pid
-    assert {e["batch"] for e in events if e["pid"] == b_pid} == set(range(N)) - set(
+    # P was killed before it finished a batch; B generated exactly the batches A had not
+    # finished, C generated nothing
+    b_pid, p_pid = story.runs["B"].pid, story.runs["P"].pid
+    assert not [e for e in events if e["pid"] == p_pid]
+    assert {e["batch"] for e in events if e["pid"] == b_pid} == set(range(BATCHES)) - set(
         story.done_after_kill
-    )
+    )  # the replacement batch included
     assert {e["pid"] for e in events} == {a_pid, b_pid}  # C and the refused D: none
-    assert ENGINE_LOADED in story.runs["B"].stderr
+    # B loaded the engine (its lines are in the run's console log, not on the terminal)
+    assert ENGINE_LOADED in (story.out / ".personaloom" / "logs" / "console.log").read_text()
 
 
 def test_no_partial_orphan_or_lock_files_remain(story: Story) -> None:
@@ -292,7 +411,9 @@ def test_no_partial_orphan_or_lock_files_remain(story: Story) -> None:
     assert not [n for n in names if ".tmp" in n or ".stale." in n], names
     assert not (story.out / ".personaloom" / "lock").exists()
     batch_files = sorted(n for n in names if n.startswith(".personaloom/batches/"))
-    assert {n.split("/")[-1].split(".")[0] for n in batch_files} == {f"b{b:06d}" for b in range(N)}
+    assert {n.split("/")[-1].split(".")[0] for n in batch_files} == {
+        f"b{b:06d}" for b in range(BATCHES)
+    }
     for name in names:
         if name.endswith(".parquet"):
             pq.read_metadata(story.out / name)  # every Parquet file is complete

@@ -8,18 +8,18 @@ from pathlib import Path
 
 import pytest
 
-from personaloom.critics import RuleCritic
-from personaloom.engine.embedded import EMBEDDED_MODEL
-from personaloom.judges import CriticConfig, Thresholds
-from personaloom.rounds import (
+from personaloom.critic.rounds import (
     CriticPlan,
-    _better,
+    conversation_rounds,
     critic_summary,
     mode_thresholds,
     persona_rounds,
     resolve_judge_mode,
     round_seed,
 )
+from personaloom.critic.rule_critics import RuleCritic
+from personaloom.critic.settings import CriticConfig, Thresholds
+from personaloom.engine.embedded import EMBEDDED_MODEL
 
 
 def test_judge_mode_auto_is_advisory_only_for_the_embedded_model():
@@ -76,14 +76,161 @@ def test_critic_summary_sums_batches_per_round_and_critic():
     assert critic_summary([None, None]) == {"report": {}, "rates": {}}
 
 
-def test_a_later_round_replaces_sessions_only_when_it_is_better():
-    def sessions(*numbers: int) -> list[dict]:
-        return [{"session": n} for n in numbers]
+# -- conversation rounds: complete timelines (a stand-in generator, the real bookkeeping) ----
+class FakeSessions:
+    """`generate(personas, starts, earlier, seed)` of `conversation_rounds` without a model:
+    one record per session from `starts[i]` on, its text naming the round seed; sessions
+    listed in `fail` ((persona id, session) -> reason) fail generation and stop the persona
+    (as `generate_sessions(stop_at_rejection=True)` does). Records every call."""
 
-    assert _better(sessions(0, 1), sessions(0))
-    assert not _better(sessions(1), sessions(0))  # session 0 missing: nothing learnable
-    assert not _better(sessions(0), sessions(0))  # a tie keeps the earlier round
-    assert _better(sessions(0, 2), sessions(0))  # same prefix, more sessions
+    def __init__(self, sessions: int, fail: dict | None = None) -> None:
+        self.sessions = sessions
+        self.fail = fail or {}
+        self.calls: list[tuple[list[str], list[int], list[list[str]], int]] = []
+
+    def __call__(self, personas, starts, earlier, seed):
+        self.calls.append(
+            (
+                [p["persona_id"] for p in personas],
+                list(starts),
+                [[c["conversation_id"] for c in e] for e in earlier],
+                seed,
+            )
+        )
+        records, failures = [], []
+        for persona, start, kept in zip(personas, starts, earlier, strict=True):
+            assert [c["session"] for c in kept] == list(range(start))
+            pid = persona["persona_id"]
+            for s in range(start, self.sessions):
+                cid = f"{pid}-s{s:02d}"
+                reason = self.fail.get((pid, s))
+                if reason:
+                    failures.append(
+                        {
+                            "record_id": cid,
+                            "kind": "conversation",
+                            "stage": "converse",
+                            "critic": "generation",
+                            "reason": reason,
+                            "score": None,
+                            "raw": "",
+                        }
+                    )
+                    break
+                records.append(
+                    {
+                        "conversation_id": cid,
+                        "persona_id": pid,
+                        "session": s,
+                        "turns": [{"role": "user", "content": f"seed {seed}"}],
+                        "scores": {},
+                    }
+                )
+        return records, failures
+
+
+def reject_sessions(rule):
+    """A critic plan whose one rule critic rejects the sessions `rule(record, round)` names;
+    the round is counted by the critic itself (each round reviews each persona once)."""
+    seen: dict[str, int] = {}
+
+    def check(record, context):
+        r = seen.get(record["conversation_id"], 0)
+        seen[record["conversation_id"]] = r + 1
+        if rule(record, r):
+            return context.fail(f"picky: session {record['session']} on look {r}")
+        return context.ok()
+
+    critic = RuleCritic("picky", ("conversation",), check)
+    return CriticPlan(CriticConfig([critic], {"conversation": []}, Thresholds()), 2, "off")
+
+
+PEOPLE = [{"persona_id": f"p9-{i:08d}", "index": i} for i in range(2)]
+
+
+def test_a_rejected_session_is_regenerated_with_the_sessions_after_it():
+    fake = FakeSessions(3)
+    plan = reject_sessions(lambda c, look: c["session"] == 1 and look == 0)
+    out = conversation_rounds(fake, None, None, PEOPLE, plan, seed=4, sessions=3)
+    # round 1 regenerates sessions 1..2 of both personas, remembering their kept session 0
+    assert fake.calls[1][1] == [1, 1]
+    assert fake.calls[1][2] == [["p9-00000000-s00"], ["p9-00000001-s00"]]
+    kept = {c["conversation_id"]: c for c in out.accepted}
+    for pid in ("p9-00000000", "p9-00000001"):
+        assert [c["session"] for c in out.accepted if c["persona_id"] == pid] == [0, 1, 2]
+        rounds = [out.session_rounds[f"{pid}-s{j:02d}"] for j in range(3)]
+        assert rounds == [0, 1, 1]
+        assert kept[f"{pid}-s00"]["turns"][0]["content"] == "seed 4"  # untouched
+        assert kept[f"{pid}-s02"]["turns"][0]["content"] != "seed 4"  # regenerated
+    superseded = [r for r in out.rejected if r["critic"] == "timeline"]
+    assert {r["record_id"] for r in superseded} == {"p9-00000000-s02", "p9-00000001-s02"}
+    assert all("superseded: session 1" in r["reason"] for r in superseded)
+    assert not out.incomplete and not out.truncated
+    report = out.report()
+    assert [(r["round"], r["records"], r["kept"]) for r in report["rounds"]] == [
+        (0, 6, 2),
+        (1, 4, 4),
+    ]
+    assert report["session_rounds"]["p9-00000000-s01"] == 1
+
+
+def test_a_session_that_keeps_failing_rejects_the_persona_whole():
+    fake = FakeSessions(3)
+    plan = reject_sessions(lambda c, look: c["persona_id"] == "p9-00000001" and c["session"] == 1)
+    out = conversation_rounds(fake, None, None, PEOPLE, plan, seed=4, sessions=3)
+    assert set(out.incomplete) == {"p9-00000001"}
+    assert out.incomplete["p9-00000001"]["session"] == 1
+    assert {c["persona_id"] for c in out.accepted} == {"p9-00000000"}
+    assert not any(cid.startswith("p9-00000001") for cid in out.session_rounds)
+    persona_rows = [r for r in out.rejected if r["kind"] == "persona"]
+    assert len(persona_rows) == 1
+    row = persona_rows[0]
+    assert row["record_id"] == "p9-00000001" and row["critic"] == "picky"
+    assert row["stage"] == "conversation"
+    assert "session 1 still rejected in round 1" in row["reason"] and "picky" in row["reason"]
+    assert json.loads(row["raw"])["persona_id"] == "p9-00000001"
+    # its accepted session 0 goes to rejected/ too, naming the persona
+    assert any(
+        r["record_id"] == "p9-00000001-s00" and "persona p9-00000001 rejected" in r["reason"]
+        for r in out.rejected
+    )
+
+
+def test_min_sessions_keeps_a_complete_prefix():
+    fake = FakeSessions(4, fail={("p9-00000000", 2): "empty output"})
+    plan = CriticPlan(None, 0, "off")  # no critic: one round, generation failures only
+    out = conversation_rounds(fake, None, None, PEOPLE, plan, seed=4, sessions=4, min_sessions=2)
+    assert out.truncated == {"p9-00000000": 2}
+    mine = [c["session"] for c in out.accepted if c["persona_id"] == "p9-00000000"]
+    assert mine == [0, 1]
+    strict = conversation_rounds(
+        FakeSessions(4, fail={("p9-00000000", 2): "empty output"}),
+        None,
+        None,
+        PEOPLE,
+        plan,
+        seed=4,
+        sessions=4,
+    )
+    assert set(strict.incomplete) == {"p9-00000000"}
+    assert strict.incomplete["p9-00000000"]["critic"] == "generation"
+    assert next(r for r in strict.rejected if r["kind"] == "persona")["critic"] == "generation"
+
+
+def test_a_generation_failure_is_retried_from_that_session():
+    fake = FakeSessions(3, fail={("p9-00000000", 0): "empty output"})
+
+    def fails_in_round_0_only(personas, starts, earlier, seed):
+        out = fake(personas, starts, earlier, seed)
+        fake.fail = {}
+        return out
+
+    plan = reject_sessions(lambda c, look: False)
+    out = conversation_rounds(fails_in_round_0_only, None, None, PEOPLE, plan, seed=4, sessions=3)
+    assert fake.calls[1][:2] == (["p9-00000000"], [0])
+    assert [c["session"] for c in out.accepted if c["persona_id"] == "p9-00000000"] == [0, 1, 2]
+    assert out.session_rounds["p9-00000000-s00"] == 1
+    assert out.session_rounds["p9-00000001-s00"] == 0
 
 
 # -- real engine -----------------------------------------------------------------------------
@@ -103,8 +250,8 @@ class RecordingEngine:
 
 @pytest.mark.engine
 def test_two_rounds_regenerate_only_the_rejected_with_fewshot(engine, repo_root):
-    from personaloom.config import RunConfig
-    from personaloom.pipeline import prepare, sample_drafts
+    from personaloom.run.config import RunConfig
+    from personaloom.run.pipeline import prepare, sample_drafts
 
     seen: set[str] = set()
 

@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from personaloom import expressions as ex
 from personaloom.errors import UserError
-from personaloom.rules import RuleFileError, RuleSet, load_rules, parse_rules
-from personaloom.sampling import sample_batch, sample_skeletons
+from personaloom.taxonomy import expressions as ex
 from personaloom.taxonomy import load_taxonomy, parse_taxonomy
+from personaloom.taxonomy.rules import RuleFileError, RuleSet, load_rules, parse_rules
+from personaloom.taxonomy.sampling import sample_batch, sample_skeletons
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data" / "taxonomies"

@@ -12,16 +12,16 @@ import numpy as np
 import pytest
 
 from personaloom.cli import main
-from personaloom.rules import RuleSet, load_rules
-from personaloom.sampling import (
+from personaloom.taxonomy import load_taxonomy
+from personaloom.taxonomy.rules import RuleSet, load_rules
+from personaloom.taxonomy.sampling import (
     SamplingSettings,
     Skeleton,
     sample_batch,
     sample_skeleton,
     sample_skeletons,
 )
-from personaloom.sampling_settings import Mix
-from personaloom.taxonomy import load_taxonomy
+from personaloom.taxonomy.settings import Mix
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data" / "taxonomies"
@@ -265,7 +265,7 @@ def test_arrow_batch_matches_skeleton_objects(mini) -> None:
 
 
 def test_unsatisfiable_rule_rejects_with_its_name(mini) -> None:
-    from personaloom.rules import parse_rules
+    from personaloom.taxonomy.rules import parse_rules
 
     rules, problems = parse_rules(
         "taxonomy: mini\nrules:\n  - name: never_blue\n    forbid: taste.colour == blue\n    resample: taste.colour\n"

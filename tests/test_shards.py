@@ -3,8 +3,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from personaloom import schema as S
+from personaloom.atomic import atomic_path, write_table_atomic
+from personaloom.publish.shards import write_shards
 from personaloom.records import from_table, to_table
-from personaloom.shards import atomic_path, write_shards, write_table_atomic
 
 
 def _personas(n):
@@ -14,6 +15,7 @@ def _personas(n):
             "seed": 0,
             "index": i,
             "taxonomy": "t@1",
+            "name": f"Ana Souza {i}",
             "attributes": [{"path": "a.b", "value": str(i), "source": "sampled"}],
             "narrative": "text " * 20,
             "sections": {"background": "bg"},
@@ -65,8 +67,8 @@ FAILING_WRITER = """
 import base64, os, resource, signal, sys
 import pyarrow as pa
 from personaloom import schema as S
-from personaloom.runstate import RunState
-from personaloom.shards import write_shards
+from personaloom.state.run_state import RunState
+from personaloom.publish.shards import write_shards
 from tests.test_shards import _personas
 
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
@@ -117,7 +119,7 @@ def test_a_shard_set_that_fails_half_way_leaves_the_previous_set_intact(tmp_path
 
 
 def test_a_batch_that_fails_to_commit_is_not_marked_done(tmp_path):
-    from personaloom.runstate import RunState
+    from personaloom.state.run_state import RunState
 
     state = RunState(tmp_path)
     state.write_batch(0, {"personas": to_table(_personas(2), S.PERSONAS)}, {"batch": 0})

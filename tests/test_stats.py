@@ -60,3 +60,11 @@ def test_stats_on_a_file_exits_2(tmp_path, capsys):
 def test_stats_on_a_folder_that_is_no_dataset_exits_2(tmp_path, capsys):
     assert main(["stats", str(tmp_path)]) == 2
     assert "not a personaloom dataset folder" in capsys.readouterr().err
+
+
+def test_a_fidelity_margin_outside_0_1_exits_2_naming_it(tmp_path, capsys):
+    out = make_dataset(tmp_path)
+    assert main(["stats", str(out), "--fidelity-margin", "10"]) == 2
+    assert "--fidelity-margin 10.0: expected 0 < M < 1" in capsys.readouterr().err
+    assert main(["stats", str(out), "--fidelity-min-group", "0"]) == 2
+    assert "--fidelity-min-group 0: expected K >= 1" in capsys.readouterr().err

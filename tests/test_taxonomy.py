@@ -604,6 +604,42 @@ MALFORMED = [
         "greater than or equal to 0",
     ),
     (
+        "narrative_section_without_guide",
+        """
+        narrative:
+          story: what happened
+          habits: ""  #!
+        categories:
+          a:
+            b: [x]
+        """,
+        "narrative.habits",
+        "what the section covers",
+    ),
+    (
+        "narrative_section_name_not_snake_case",
+        """
+        narrative:
+          Daily Life: a day  #!
+        categories:
+          a:
+            b: [x]
+        """,
+        "narrative.Daily Life",
+        "snake_case",
+    ),
+    (
+        "narrative_not_a_mapping",
+        """
+        narrative: [story, habits]  #!
+        categories:
+          a:
+            b: [x]
+        """,
+        "narrative",
+        "mapping of section name",
+    ),
+    (
         "leaf_of_wrong_type",
         """
         categories:
@@ -672,6 +708,24 @@ def test_all_problems_of_a_file_are_reported_at_once(tmp_path: Path) -> None:
     assert len(problems) == 4
     assert [p.split(":")[1] for p in problems] == ["5", "6", "8", "11"]  # sorted by line
     assert str(info.value).startswith(f"{file}: 4 problems")
+
+
+def test_narrative_sections_are_the_taxonomys_own_in_file_order() -> None:
+    text, _ = _case(
+        """
+        narrative:
+          story: where they come from  #!
+          habits: "a day,   a week"
+        categories:
+          a:
+            b: [x]
+        """
+    )
+    assert parse_taxonomy(text).narrative == {
+        "story": "where they come from",
+        "habits": "a day, a week",
+    }
+    assert parse_taxonomy(HEADER + "categories:\n  a:\n    b: [x]\n").narrative == {}
 
 
 def test_taxonomy_error_is_a_user_error() -> None:

@@ -3,12 +3,20 @@ from __future__ import annotations
 import itertools
 from collections import Counter
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
 from personaloom.errors import UserError
-from personaloom.timeline import build_timeline, preference_paths
-from personaloom.topics import PREFERENCES, TOPICS
+from personaloom.generate import timeline as timeline_module
+from personaloom.generate.timeline import applicable_preferences
+from personaloom.generate.topics import load_catalogue, parse_catalogue
+from personaloom.taxonomy.loader import load_taxonomy
+from tests.support.timelines import CATALOGUE, build_timeline
+
+DATA = Path(__file__).resolve().parent / "data" / "taxonomies"
+CLINIC = load_taxonomy(DATA / "clinic.yaml")
+CLINIC_TOPICS = load_catalogue(DATA / "clinic.topics.yaml", CLINIC)
 
 
 def persona(index: int, seed: int = 7) -> dict:
@@ -19,12 +27,25 @@ def persona(index: int, seed: int = 7) -> dict:
         "index": index,
         "taxonomy": "human@1",
         "attributes": [
-            {"path": "demographics.age", "value": str(20 + index % 50), "source": "sampled"},
+            {"path": "demographics.age", "value": f"{20 + index % 50} years", "source": "sampled"},
             {"path": "demographics.location.country", "value": "Kenya", "source": "sampled"},
-            {"path": "career.work_setting", "value": "office", "source": "sampled"},
-            {"path": "health_and_body.exercise_frequency", "value": "weekly", "source": "sampled"},
-            {"path": "lifestyle_and_routine.diet", "value": "vegetarian", "source": "sampled"},
-            {"path": "hobbies_and_interests.main_hobby", "value": "knitting", "source": "sampled"},
+            {
+                "path": "career.status.employment_status",
+                "value": "employed full-time",
+                "source": "sampled",
+            },
+            {"path": "career.current_job.remote_work", "value": "hybrid", "source": "sampled"},
+            {
+                "path": "health_and_body.habits.exercise_frequency",
+                "value": "weekly",
+                "source": "sampled",
+            },
+            {"path": "lifestyle_and_routine.food.diet", "value": "vegetarian", "source": "sampled"},
+            {
+                "path": "hobbies_and_interests.pastimes.main_hobby",
+                "value": "knitting",
+                "source": "sampled",
+            },
             {
                 "path": "finances.money_worry",
                 "value": "Whether the pension will be enough once the mortgage ends.",
@@ -156,7 +177,7 @@ def test_topics_cover_at_least_twelve_kinds():
         s.topic for i in range(50) for s in build_timeline(persona(i), sessions=10, seed=1).sessions
     )
     assert len(seen) >= 12
-    assert set(seen) <= {t.name for t in TOPICS}
+    assert set(seen) <= {t.name for t in CATALOGUE.topics}
 
 
 def test_consecutive_sessions_have_different_topics():
@@ -172,32 +193,131 @@ def test_a_changed_preference_is_stated_in_the_session_after_the_change():
         assert set(session.stated) <= set(timeline.preferences)
 
 
-def test_persona_attributes_stand_for_catalogue_preferences():
-    found = {path: kind.name for path, kind in preference_paths(persona(1)).items()}
-    assert found == {
-        "career.work_setting": "work_setup",
-        "lifestyle_and_routine.diet": "diet",
-        "hobbies_and_interests.main_hobby": "hobby",
-    }
+def test_persona_attributes_that_are_catalogue_paths_keep_their_values():
+    held, _ = applicable_preferences(persona(1), CATALOGUE)
+    assert [k.name for k in held] == ["diet", "hobby", "remote_work"]
+    assert {k.path for k in held} <= {a["path"] for a in persona(1)["attributes"]}
     timeline = build_timeline(persona(1), sessions=2, seed=1)
-    assert "preferences.diet" not in timeline.initial
-    assert timeline.initial["lifestyle_and_routine.diet"] == "vegetarian"
+    assert timeline.preferences["lifestyle_and_routine.food.diet"] == "diet"
+    assert timeline.initial["lifestyle_and_routine.food.diet"] == "vegetarian"
+    assert timeline.initial["career.current_job.remote_work"] == "hybrid"
 
 
-def test_quantities_and_long_free_text_are_not_preferences():
+def test_quantities_and_free_text_are_not_preferences():
     timeline = build_timeline(persona(1), sessions=2, seed=1)
-    assert "health_and_body.exercise_frequency" not in timeline.preferences
+    assert "health_and_body.habits.exercise_frequency" not in timeline.preferences
     assert "finances.money_worry" not in timeline.preferences
 
 
-def test_a_persona_without_attributes_gets_catalogue_preferences():
+def test_every_preference_is_a_taxonomy_leaf_of_the_catalogue():
+    from tests.support.timelines import HUMAN
+
+    for i in range(40):
+        timeline = build_timeline(persona(i), sessions=8, seed=3, update_probability=0.8)
+        assert 1 <= len(timeline.preferences) <= timeline_module.PREFERENCES_PER_PERSONA
+        for path, name in timeline.preferences.items():
+            kind = CATALOGUE.preference(name)
+            assert kind.path == path and path in HUMAN
+            assert HUMAN.leaf(path).kind == "categorical"
+        for update in timeline.updates:
+            assert update.new in HUMAN.leaf(update.path).values
+
+
+def test_a_persona_without_attributes_gets_preferences_that_apply_to_everyone():
     timeline = build_timeline({"persona_id": "bare"}, sessions=10, seed=1, update_probability=1.0)
     assert len(timeline.preferences) == 8
-    assert all(path.startswith("preferences.") for path in timeline.preferences)
-    assert set(timeline.initial) == set(timeline.preferences)
-    kinds = {k.name: k for k in PREFERENCES}
+    kinds = {k.name: k for k in CATALOGUE.preferences}
     for path, kind in timeline.preferences.items():
+        assert kinds[kind].always, path  # remote_work and commute need an employed persona
         assert timeline.initial[path] in kinds[kind].values
+    assert set(timeline.initial) == set(timeline.preferences)
+
+
+def test_a_leaf_whose_taxonomy_condition_fails_is_not_drawn():
+    retired = {
+        "persona_id": "r",
+        "attributes": [
+            {"path": "career.status.employment_status", "value": "retired", "source": "sampled"}
+        ],
+    }
+    _, possible = applicable_preferences(retired, CATALOGUE)
+    assert "remote_work" not in {k.name for k in possible}
+    employed = {
+        "persona_id": "e",
+        "attributes": [
+            {"path": "career.status.employment_status", "value": "self-employed", "source": "s"}
+        ],
+    }
+    _, possible = applicable_preferences(employed, CATALOGUE)
+    assert {"remote_work", "commute"} <= {k.name for k in possible}
+
+
+def test_topics_and_tasks_come_up_only_when_their_condition_holds():
+    def patient(i: int, age: int, condition: str) -> dict:
+        return {
+            "persona_id": f"c{i}",
+            "attributes": [
+                {"path": "patient.age", "value": f"{age} years", "source": "sampled"},
+                {"path": "patient.condition", "value": condition, "source": "sampled"},
+            ],
+        }
+
+    young = [build_clinic(patient(i, 30, "none"), sessions=30) for i in range(10)]
+    old = [build_clinic(patient(i, 80, "type 2 diabetes"), sessions=30) for i in range(10)]
+    young_topics = {s.topic for t in young for s in t.sessions}
+    old_topics = {s.topic for t in old for s in t.sessions}
+    assert not {"healthy ageing", "managing a condition"} & young_topics
+    assert {"healthy ageing", "managing a condition"} <= old_topics
+    tasks = {s.task for t in old for s in t.sessions}
+    assert "check blood sugar readings before a review" in tasks
+    asthma = build_clinic(patient(0, 40, "asthma"), sessions=40)
+    assert "check blood sugar readings before a review" not in {s.task for s in asthma.sessions}
+    assert "managing a condition" in {s.topic for s in asthma.sessions}
+
+
+def build_clinic(persona: dict, sessions: int = 20, probability: float = 0.8):
+    return timeline_module.build_timeline(
+        persona,
+        catalogue=CLINIC_TOPICS,
+        sessions=sessions,
+        seed=4,
+        update_probability=probability,
+    )
+
+
+def test_changes_follow_declared_transitions():
+    seen = Counter()
+    adult = [{"path": "patient.age", "value": "50 years", "source": "sampled"}]
+    for i in range(80):
+        timeline = build_clinic({"persona_id": f"s{i}", "attributes": adult}, sessions=20)
+        kind = CLINIC_TOPICS.preference("smoking")
+        for update in timeline.updates:
+            if update.kind != "smoking":
+                continue
+            assert kind.may_change(update.old, update.new), update
+            seen[(update.old, update.new)] += 1
+            assert update.old != "never smoked"  # no transition leaves it
+    assert seen[("smokes daily", "trying to quit")] and seen[("trying to quit", "quit")]
+    assert ("quit", "trying to quit") not in seen
+
+
+def test_a_preference_whose_when_fails_is_left_out():
+    minor = {
+        "persona_id": "m",
+        "attributes": [{"path": "patient.age", "value": "16 years", "source": "sampled"}],
+    }
+    held, possible = applicable_preferences(minor, CLINIC_TOPICS)
+    assert "smoking" not in {k.name for k in held + possible}
+    adult = {"persona_id": "a", "attributes": [{"path": "patient.age", "value": "45 years"}]}
+    held, possible = applicable_preferences(adult, CLINIC_TOPICS)
+    assert "smoking" in {k.name for k in held + possible}
+
+
+def test_a_catalogue_not_checked_against_its_taxonomy_is_refused():
+    unbound = load_catalogue(DATA / "clinic.topics.yaml")
+    with pytest.raises(ValueError, match="against the taxonomy"):
+        timeline_module.build_timeline({"persona_id": "x"}, catalogue=unbound, sessions=2, seed=1)
+    assert parse_catalogue((DATA / "clinic.topics.yaml").read_text(), taxonomy=CLINIC)
 
 
 def test_persona_id_falls_back_to_seed_and_index():

@@ -1,5 +1,5 @@
 """The relay that carries vLLM's log lines from all its processes to the flow run's log
-(personaloom/vllm_logs.py). The real engine's lines reaching a Prefect server's log are
+(personaloom/engine/vllm_logs.py). The real engine's lines reaching a Prefect server's log are
 checked in tests/test_prefect_server.py; here a child process applies the same dictConfig
 file vLLM's processes apply, and the parent drains what it wrote."""
 
@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from personaloom import vllm_logs
+from personaloom.engine import vllm_logs
 
 CHILD = """
 import json, logging, logging.config, os

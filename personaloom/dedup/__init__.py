@@ -11,6 +11,10 @@
   union-find clusters; each cluster keeps its best row (highest score, lowest id, first row).
 - Earlier releases (`signatures.py`): their stored signatures, checked for matching
   parameters; a cluster reaching one of them keeps nothing.
+- Corpus dedup (`corpus.py`): personas by narrative, taking their conversations and
+  probes with them.
+
+May import: the shared floor only (never the engine, a stage or the run layer).
 """
 
 from personaloom.dedup.lsh import agreement_needed, lsh_params

@@ -24,15 +24,23 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numba as nb
 import numpy as np
 
 from personaloom.dedup.hashes import avalanche64, round64
 
-if TYPE_CHECKING:
-    from personaloom.dedup.signatures import SignatureSet
+
+class BandIndexed(Protocol):
+    """What link_candidates needs of a previous release's signatures (a SignatureSet)."""
+
+    signatures: np.ndarray
+
+    def __len__(self) -> int: ...
+
+    def band_index(self, bands: int, rows_per_band: int) -> tuple[np.ndarray, np.ndarray]: ...
+
 
 MIN_CANDIDATE_PROBABILITY = 0.99
 MAX_REPS = 32
@@ -234,7 +242,7 @@ def link_candidates(
     *,
     threshold: float,
     bands: tuple[int, int],
-    previous: SignatureSet | None = None,
+    previous: BandIndexed | None = None,
     prev_hit: np.ndarray | None = None,
 ) -> tuple[np.ndarray, int]:
     """Components of verified candidate pairs among signatures[rows].

@@ -17,10 +17,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from personaloom.atomic import write_table_atomic
 from personaloom.dedup import lsh
 from personaloom.dedup.minhash import MinHashParams
 from personaloom.errors import UserError
-from personaloom.shards import write_table_atomic
 
 METADATA_KEY = b"personaloom.dedup"
 FORMAT = "personaloom-dedup-signatures/1"

@@ -12,7 +12,8 @@ class GenerationRequest:
     """One chat completion to make.
 
     `json_schema`, when set, constrains the output to that JSON schema (structured outputs).
-    `seed` makes the request reproducible for a fixed batch composition.
+    `seed` makes the request reproducible for a fixed batch composition. `stage` names the
+    pipeline stage it belongs to, for progress reports only (it never reaches the model).
     """
 
     request_id: str
@@ -23,6 +24,7 @@ class GenerationRequest:
     seed: int | None = None
     json_schema: dict[str, Any] | None = None
     stop: tuple[str, ...] = ()
+    stage: str = ""
 
 
 @dataclass

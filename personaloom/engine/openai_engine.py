@@ -1,28 +1,29 @@
 """OpenAI-compatible HTTP engine for a shared inference cluster (`vllm serve` endpoints).
 
-Bounded concurrency (a thread pool), timeouts, retries with exponential backoff that honour
-`Retry-After`. A request that still fails comes back as a Completion with `error` set (the
-caller records it as a rejection); when the endpoint cannot be reached at all for a whole
-batch, `EngineUnavailable` stops the run (exit code 1, progress kept).
+Bounded concurrency (a thread pool), timeouts, and the library's one HTTP retry policy
+(`personaloom.retry`: 429/5xx answers and network failures, waiting what `Retry-After` says,
+seconds or an HTTP date, capped, else jittered exponential backoff). A 200 whose body is not
+a chat completion is retried too. A request that still fails comes back as a Completion with
+`error` set (the caller records it as a rejection); when the endpoint cannot be reached at
+all for a whole batch, `EngineUnavailable` stops the run (exit code 1, progress kept).
 """
 
 from __future__ import annotations
 
 import logging
-import random
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
+from personaloom import progress
 from personaloom.engine.base import Completion, EngineStats, GenerationRequest
 from personaloom.errors import RunError
+from personaloom.retry import Retry, RetryPolicy, classify
 from personaloom.secrets import redact
 
 log = logging.getLogger("personaloom.engine")
-
-RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 
 
 class EngineUnavailable(RunError):
@@ -31,6 +32,41 @@ class EngineUnavailable(RunError):
 
 class _Unreachable(Exception):
     pass
+
+
+class _BadResponse(Exception):
+    """The server answered, but not with a chat completion (retried like a 5xx)."""
+
+
+def _classify(exc: BaseException) -> Retry | None:
+    if isinstance(exc, _BadResponse):
+        return Retry(str(exc))
+    return classify(exc)
+
+
+def _describe(exc: BaseException) -> str:
+    """The `Completion.error` for a request that failed for good."""
+    if isinstance(exc, httpx.HTTPStatusError):
+        status = exc.response.status_code
+        if _classify(exc) is not None:
+            return f"HTTP {status}"
+        return f"HTTP {status}: " + redact(exc.response.text[:300])
+    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+        return f"cannot connect: {type(exc).__name__}"
+    if isinstance(exc, httpx.TimeoutException):
+        return f"timed out: {type(exc).__name__}"
+    if isinstance(exc, _BadResponse):
+        return str(exc)
+    return f"bad response: {type(exc).__name__}: {redact(str(exc))[:200]}"
+
+
+MAX_STOP = 4  # stop sequences the OpenAI chat API accepts per request
+
+
+def _cut_at_stop(text: str, stop: Sequence[str]) -> str:
+    """The text before the first stop sequence (the server cut at the first MAX_STOP)."""
+    cuts = [i for i in (text.find(s) for s in stop[MAX_STOP:] if s) if i >= 0]
+    return text[: min(cuts)] if cuts else text
 
 
 class OpenAIEngine:
@@ -45,15 +81,19 @@ class OpenAIEngine:
         retries: int = 4,
         backoff: float = 0.5,
         max_backoff: float = 30.0,
+        policy: RetryPolicy | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         if not self.base_url.endswith("/v1"):
             self.base_url += "/v1"
         self.model_name = model
         self.stats = EngineStats()
-        self.retries = retries
-        self.backoff = backoff
-        self.max_backoff = max_backoff
+        # `retries`, `backoff` and `max_backoff` (also settable through the engine spec's
+        # extras) shape the shared policy; tests hand in a `policy` with their own sleep.
+        self.policy = policy or RetryPolicy(
+            attempts=retries + 1, base_wait=backoff, max_wait=max_backoff
+        )
+        self.retries = self.policy.attempts - 1
         self.concurrency = concurrency
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._client = httpx.Client(
@@ -76,7 +116,9 @@ class OpenAIEngine:
         if request.seed is not None:
             body["seed"] = request.seed
         if request.stop:
-            body["stop"] = list(request.stop)
+            # The OpenAI API (and vLLM's server) takes at most 4 stop sequences; the rest
+            # are applied here to the answer (`_cut_at_stop`).
+            body["stop"] = list(request.stop)[:MAX_STOP]
         if request.json_schema is not None:
             body["response_format"] = {
                 "type": "json_schema",
@@ -84,64 +126,66 @@ class OpenAIEngine:
             }
         return body
 
-    def _sleep_for(self, attempt: int, response: httpx.Response | None) -> float:
-        if response is not None:
-            retry_after = response.headers.get("Retry-After")
-            if retry_after:
-                try:
-                    return min(float(retry_after), self.max_backoff)
-                except ValueError:
-                    pass
-        delay = min(self.backoff * 2**attempt, self.max_backoff)
-        return delay * (0.5 + random.random() / 2)
+    def _attempt(self, request: GenerationRequest, answered: list[bool]) -> Completion:
+        answered[0] = False  # until this attempt connects
+        try:
+            response = self._client.post(
+                f"{self.base_url}/chat/completions", json=self._body(request)
+            )
+        except (httpx.ConnectError, httpx.ConnectTimeout):
+            raise
+        except httpx.HTTPError:
+            answered[0] = True  # connected: a read timeout, a dropped answer, ...
+            raise
+        answered[0] = True
+        if response.is_error:
+            response.raise_for_status()
+        try:
+            data = response.json()
+            choice = data["choices"][0]
+            usage = data.get("usage") or {}
+            return Completion(
+                request_id=request.request_id,
+                text=_cut_at_stop(choice["message"].get("content") or "", request.stop),
+                output_tokens=int(usage.get("completion_tokens", 0)),
+                prompt_tokens=int(usage.get("prompt_tokens", 0)),
+                finish_reason=str(choice.get("finish_reason") or "stop"),
+            )
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
+            detail = redact(str(exc))[:200]
+            raise _BadResponse(f"bad response: {type(exc).__name__}: {detail}") from exc
 
     def _one(self, request: GenerationRequest) -> Completion:
-        last_error = "no attempt made"
-        unreachable = True
-        for attempt in range(self.retries + 1):
-            response = None
-            try:
-                response = self._client.post(
-                    f"{self.base_url}/chat/completions", json=self._body(request)
-                )
-                unreachable = False
-                if response.status_code in RETRY_STATUS:
-                    last_error = f"HTTP {response.status_code}"
-                elif response.status_code >= 400:
-                    return Completion(
-                        request.request_id,
-                        "",
-                        error=f"HTTP {response.status_code}: " + redact(response.text[:300]),
-                    )
-                else:
-                    data = response.json()
-                    choice = data["choices"][0]
-                    usage = data.get("usage") or {}
-                    return Completion(
-                        request_id=request.request_id,
-                        text=choice["message"].get("content") or "",
-                        output_tokens=int(usage.get("completion_tokens", 0)),
-                        prompt_tokens=int(usage.get("prompt_tokens", 0)),
-                        finish_reason=str(choice.get("finish_reason") or "stop"),
-                    )
-            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-                last_error = f"cannot connect: {type(exc).__name__}"
-            except httpx.TimeoutException as exc:
-                unreachable = False
-                last_error = f"timed out: {type(exc).__name__}"
-            except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError) as exc:
-                unreachable = False
-                last_error = f"bad response: {type(exc).__name__}: {redact(str(exc))[:200]}"
-            if attempt < self.retries:
-                time.sleep(self._sleep_for(attempt, response))
-        if unreachable:
-            raise _Unreachable(last_error)
-        return Completion(request.request_id, "", error=last_error)
+        # Did the last attempt reach the server? A request whose last attempt could not
+        # connect means the endpoint is gone (e.g. a server that died mid-answer and now
+        # refuses): the run stops with its progress saved instead of rejecting personas.
+        answered = [False]
+
+        def on_retry(attempt: int, retry: Retry, wait: float) -> None:
+            log.debug(
+                "%s: %s; retrying in %.2fs (%d/%d)",
+                request.request_id,
+                retry.reason,
+                wait,
+                attempt,
+                self.policy.attempts - 1,
+            )
+
+        try:
+            return self.policy.call(
+                lambda: self._attempt(request, answered), classify=_classify, on_retry=on_retry
+            )
+        except (httpx.HTTPError, _BadResponse) as exc:
+            error = _describe(exc)
+        if not answered[0]:
+            raise _Unreachable(error)
+        return Completion(request.request_id, "", error=error)
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Completion]:
         if not requests:
             return []
         started = time.perf_counter()
+        progress.submitted(requests)
         with ThreadPoolExecutor(max_workers=min(self.concurrency, len(requests))) as pool:
             futures = [pool.submit(self._one, r) for r in requests]
             completions: list[Completion] = []
@@ -153,8 +197,10 @@ class OpenAIEngine:
                     unreachable.append(str(exc))
         if unreachable:
             raise EngineUnavailable(
-                f"--base-url {self.base_url}: endpoint unreachable after {self.retries + 1} "
+                f"--base-url {self.base_url}: endpoint unreachable after {self.policy.attempts} "
                 f"attempts ({unreachable[0]}); progress is saved, re-run to resume"
             )
-        self.stats.add(completions, time.perf_counter() - started)
+        seconds = time.perf_counter() - started
+        self.stats.add(completions, seconds)
+        progress.completed(requests, completions, seconds)
         return completions

@@ -14,6 +14,7 @@ from typing import Any
 import jsonschema
 
 from personaloom.engine.base import Engine, GenerationRequest
+from personaloom.seeds import retry_seed
 
 
 @dataclass
@@ -63,6 +64,8 @@ def generate_structured(
     """Run `requests`, parse each output; failed ones are retried as one smaller batch.
 
     `parse` defaults to JSON validation against each request's `json_schema`.
+    Retry k (1, 2, ...) of a request first seeded `s` is seeded `seeds.retry_seed(s, k)`,
+    a hash that cannot equal any first-attempt seed except by hash collision.
     Returns (parsed values by request id, rejections).
     """
     parsers: dict[str, Callable[[str], Any]] = {}
@@ -75,6 +78,7 @@ def generate_structured(
             parsers[r.request_id] = lambda text: text
     results: dict[str, Any] = {}
     failures: dict[str, Rejection] = {}
+    first_seed = {r.request_id: r.seed for r in requests}
     pending = list(requests)
     for attempt in range(retries + 1):
         if not pending:
@@ -92,7 +96,9 @@ def generate_structured(
                 except (ValueError, json.JSONDecodeError) as exc:
                     reason = f"unparseable output ({completion.finish_reason}): {exc}"
             failures[request.request_id] = Rejection(request.request_id, reason, completion.text)
-            seed = None if request.seed is None else request.seed + 7919 * (attempt + 1)
-            retry.append(replace(request, seed=seed))
+            seed = first_seed[request.request_id]
+            retry.append(
+                replace(request, seed=None if seed is None else retry_seed(seed, attempt + 1))
+            )
         pending = retry
     return results, list(failures.values())

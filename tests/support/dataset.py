@@ -11,7 +11,7 @@ from typing import Any
 import pyarrow as pa
 
 from personaloom import schema as S
-from personaloom.shards import write_shards
+from personaloom.publish.shards import write_shards
 
 GENDERS = ["female", "male", "non-binary"]
 AGE_BANDS = ["18-24", "25-34", "35-44", "45-54", "55-64", "65+"]
@@ -205,7 +205,7 @@ def make_dataset(
     state.mkdir(parents=True, exist_ok=True)
     (state / "manifest.json").write_text(json.dumps(data, indent=2))
     if card:
-        from personaloom.card import write_card
+        from personaloom.publish.card import write_card
 
         write_card(out, data)
     return tables

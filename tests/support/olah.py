@@ -21,7 +21,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-from personaloom.lock import RunLock
+from personaloom.state.lock import RunLock
 
 OLAH_VERSION = "0.5.4"
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -1,5 +1,12 @@
 """Consistency of the text with the structured attributes it was written from.
 
+Checks (each a reason code): the persona's age (`age_mismatch`), birth year
+(`birth_year_mismatch`), number of children (`children_mismatch`), years in the job
+(`years_in_job_mismatch`), income in the right order of magnitude (`income_mismatch`),
+occupation (`occupation_mismatch`), the place it lives (`location_mismatch`: a known city
+or country) and the kind of settlement (`settlement_mismatch`: a village is not a large
+city). The persona's name and pronouns are `identity.py`'s.
+
 Precision over recall: a statement only counts when it is unmistakably about the persona
 (first person "I am 34", the persona's name or a pronoun of the persona's gender as the
 subject of a present-tense statement) and no other person (daughter, husband, friend...)
@@ -11,7 +18,8 @@ from __future__ import annotations
 
 import re
 
-from personaloom.critics import (
+from personaloom.critic.identity import OTHER_PEOPLE
+from personaloom.critic.rule_critics import (
     CriticContext,
     CriticResult,
     attribute_values,
@@ -30,16 +38,6 @@ TENS = {
     w: 10 * (i + 2)
     for i, w in enumerate("twenty thirty forty fifty sixty seventy eighty ninety".split())
 }
-
-OTHER_PEOPLE = re.compile(
-    r"\b(?:daughters?|sons?|child(?:ren)?|kids?|bab(?:y|ies)|brothers?|sisters?|siblings?|"
-    r"mother|mom|mum|father|dad|parents?|husband|wife|partner|boyfriend|girlfriend|spouse|"
-    r"fianc[ée]e?|friends?|colleagues?|co-?workers?|boss|neighbou?rs?|nieces?|nephews?|cousins?|"
-    r"aunts?|uncles?|grand(?:mother|father|ma|pa|parents?|sons?|daughters?|children|kids?)|"
-    r"roommates?|mentors?|students?|clients?|patients?|customers?|classmates?|teammates?|"
-    r"named|called)\b",
-    re.I,
-)
 
 # Occupation words grouped by meaning; two statements contradict only when both are known
 # words and fall in different groups. Groups are deliberately broad.
@@ -413,6 +411,18 @@ _CITY = {city.lower(): country for city, country in CITIES.items()}
 _NUM = r"(?P<n>\d{1,3}|[A-Za-z]+(?:-[A-Za-z]+)?)"
 _BE = r"(?:\s+(?:is|am)|\s*(?:'s|’s|'m|’m))"
 _NAME_WORD = r"(?P<name>[A-Z][a-z'’-]+)"
+_YEAR = r"(?P<year>(?:19|20)\d{2})\b"
+_COUNT = r"(?P<n>no|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|\d{1,2})"
+_KIDS = r"(?i:(?:young\s+|grown(?:-up)?\s+|adult\s+|little\s+|small\s+|wonderful\s+|lovely\s+)?(?:children|kids))\b"
+_MONEY = (
+    r"(?:(?P<cur>US\$|\$|USD\s?)(?P<amt>\d[\d,]*(?:\.\d+)?)(?:\s*(?P<mult>k|K|thousand|million|m|M)\b)?"
+    r"|(?P<amt2>\d[\d,]*(?:\.\d+)?)(?:\s*(?P<mult2>thousand|million)\b)?\s+(?i:(?:US\s+)?dollars|USD)\b)"
+    r"(?:\s+(?i:(?:a|an|per|each|every)\s+(?P<per>year|yr|annum|month|week|day|hour)))?"
+)
+_SETTLEMENT = (
+    r"(?P<kind>(?i:(?:an?|the)\s+(?:[\w-]+\s+){0,2}?(?:city|metropolis|capital|town|village|hamlet|"
+    r"countryside|suburbs?|farm|rural\s+area)|the\s+countryside))\b"
+)
 _PLACE = r"(?P<place>[A-Z][\w'’.-]*(?:,?\s+(?:de\s+|of\s+)?[A-Z][\w'’.-]*){0,3})"
 _OCC = r"(?P<occ>[A-Za-z][A-Za-z -]{1,48}?)(?=\s*[,.;:!?]|\s+(?i:at|in|for|and|with|who|where|since|from|on|by)\b|\s*$)"
 # Words allowed before an occupation term ("a senior nurse"); anything else ("a keen cook",
@@ -461,7 +471,41 @@ def _patterns(subj: str, third_person: bool) -> dict[str, list[re.Pattern[str]]]
             r"(?P<subj>\b(?i:her|his|their))\s+(?i:name\s+is)\s+" + _NAME_WORD,
             r"^(?i:meet)\s+" + _NAME_WORD,
         ]
-    groups = {"age": age, "occupation": occupation, "location": location, "name": name}
+    birth_year = [rf"{subj}\s+(?i:was\s+born\s+(?:back\s+)?in\s+){_YEAR}"]
+    children = [
+        rf"{subj}\s+(?i:(?:has|have)\s+){_COUNT}\s+{_KIDS}",
+        rf"{subj}(?i:{_BE}\s+(?:a\s+)?(?:proud\s+)?(?:mother|father|mom|mum|dad|parent)\s+of\s+){_COUNT}\b",
+        rf"{subj}\s+(?i:(?:does\s+not|doesn't|doesn’t|do\s+not|don't|don’t)\s+have\s+(?:any\s+)?"
+        r"(?P<n>)(?:children|kids))\b",
+        r"(?P<subj>\b(?i:her|his|their|my))\s+" + _COUNT + r"\s+" + _KIDS,
+    ]
+    years_in_job = [
+        rf"{subj}\s+(?i:(?:has|have|'s|’s|'ve|’ve)\s+(?:been\s+)?)(?P<what>(?i:work(?:ed|ing)|"
+        rf"teach(?:ing)?|taught|an?\s)[^.;!?]{{0,60}}?)\b(?i:for\s+(?:the\s+(?:past|last)\s+)?){_NUM}"
+        r"(?i:\s+years)\b",
+    ]
+    income = [
+        rf"{subj}\s+(?i:(?:currently\s+|now\s+)?(?:earns?|makes?|takes\s+home|brings\s+in)\s+"
+        rf"(?:about\s+|around\s+|roughly\s+|some\s+|just\s+)?){_MONEY}",
+        r"(?P<subj>\b(?i:her|his|their|my))\s+(?i:(?:annual\s+|yearly\s+|monthly\s+|weekly\s+)?"
+        r"(?:salary|income|pay|wage|earnings)\s+(?:is|was|of)\s+"
+        r"(?:about\s+|around\s+|roughly\s+|some\s+|just\s+)?)" + _MONEY,
+    ]
+    settlement = [
+        rf"{subj}\s+(?i:(?:currently\s+|now\s+|still\s+)?(?:lives?|resides?)\s+in|"
+        rf"(?:is|am|'s|’s|'m|’m)\s+(?:now\s+)?(?:living|based)\s+in)\s+{_SETTLEMENT}",
+    ]
+    groups = {
+        "age": age,
+        "occupation": occupation,
+        "location": location,
+        "name": name,
+        "birth_year": birth_year,
+        "children": children,
+        "years_in_job": years_in_job,
+        "income": income,
+        "settlement": settlement,
+    }
     return {key: [re.compile(p) for p in group] for key, group in groups.items()}
 
 
@@ -555,11 +599,18 @@ class _Facts:
             return found
 
         self.age = values("age")
-        self.names = values("first_name", "given_name", "name", "full_name")
+        own = str(persona.get("name") or "").strip()
+        self.names = ([("name", own)] if own else []) + values(
+            "first_name", "given_name", "name", "full_name"
+        )
         self.gender = next((v for _, v in values("gender", "sex")), None)
         self.occupation = values("occupation", "job", "job_title", "profession")
         self.city = values("city", "town")
         self.country = values("country")
+        self.settlement = values("settlement")
+        self.children = values("number_of_children")
+        self.years_in_job = values("years_in_current_job", "years_worked", "years_in_job")
+        self.income = values("annual_income")
 
     def name_tokens(self) -> list[str]:
         tokens = {t for _, v in self.names for t in re.findall(r"[^\W\d_]+", v) if len(t) > 1}
@@ -577,10 +628,26 @@ def _same_name(stated: str, known: list[str]) -> bool:
 @rule_critic(
     "attribute_consistency",
     kinds=("persona", "conversation"),
-    defaults={"age_tolerance": 1, "check": ["age", "name", "occupation", "location"]},
+    defaults={
+        "age_tolerance": 1,  # years, for the age and the birth year
+        "years_tolerance": 1,  # years in the job
+        "max_income_ratio": 3.16,  # stated/known income either way: half an order of magnitude
+        "reference_year": 2025,  # "now" for a persona's birth year (a session: its own year)
+        "check": [
+            "age",
+            "birth_year",
+            "children",
+            "years_in_job",
+            "income",
+            "occupation",
+            "location",
+            "settlement",
+        ],
+    },
 )
 def attribute_consistency(record: dict, ctx: CriticContext) -> CriticResult:
-    """Stated age, name, occupation and place of the persona agree with its attributes."""
+    """Stated age, birth year, children, years in the job, income, occupation, place and
+    kind of settlement of the persona agree with its attributes (the name: identity.py)."""
     if ctx.kind == "persona":
         persona, updates = record, []
         units = text_units(record, "persona")
@@ -602,6 +669,8 @@ def attribute_consistency(record: dict, ctx: CriticContext) -> CriticResult:
         set(ctx.settings["check"]),
         ctx.settings["age_tolerance"],
         pronouns,
+        dict(ctx.settings),
+        _year(record.get("timestamp")) or ctx.settings["reference_year"],
     )
     for label, text in units:
         sents = ctx.sentences(text)
@@ -620,12 +689,15 @@ class _Checker:
         checks: set[str],
         tolerance: int,
         pronouns: list[str],
+        settings: dict | None = None,
+        year: int = 2025,
     ) -> None:
         self.facts, self.patterns, self.checks = facts, patterns, checks
         self.tolerance, self.pronouns = tolerance, pronouns
+        self.settings, self.year = settings or {}, year
 
     def sentence(self, sentence: str, previous: str, first: bool) -> str | None:
-        for kind in ("age", "occupation", "location", "name"):
+        for kind in self.patterns:
             if kind not in self.checks:
                 continue
             for k, pattern in enumerate(self.patterns[kind]):
@@ -704,3 +776,130 @@ class _Checker:
             return None
         path, value = self.facts.names[0]
         return f"name_mismatch: text says {stated!r}, {path} is {value!r}"
+
+    def birth_year(self, m: re.Match[str]) -> str | None:
+        if not self.facts.age:
+            return None
+        born = int(m.group("year"))
+        for _, value in self.facts.age:
+            bounds = _age_range(value)
+            if bounds is None:
+                return None
+            # born in `born`: aged year - born - 1 before the birthday, year - born after it
+            low, high = self.year - born - 1, self.year - born
+            if low <= bounds[1] + self.tolerance and high >= bounds[0] - self.tolerance:
+                return None
+        path, value = self.facts.age[0]
+        return (
+            f"birth_year_mismatch: text says born in {born} (aged {self.year - born} in "
+            f"{self.year}), {path} is {value!r}"
+        )
+
+    def children(self, m: re.Match[str]) -> str | None:
+        stated = m.group("n") or "no"
+        n = 0 if stated.lower() == "no" else _number(stated)
+        if n is None or not self.facts.children:
+            return None
+        known = [_number(re.sub(r"\D", "", v) or "x") for _, v in self.facts.children]
+        if n in known or None in known:
+            return None
+        path, value = self.facts.children[0]
+        return f"children_mismatch: text says {n} children, {path} is {value!r}"
+
+    def years_in_job(self, m: re.Match[str]) -> str | None:
+        what = m.group("what").lower()
+        if re.search(
+            r"\b(?:mother|father|parent|married|widow|member|volunteer|retired|friends?)\b", what
+        ):
+            return None
+        n = _number(m.group("n"))
+        if n is None or not self.facts.years_in_job:
+            return None
+        tolerance = self.settings.get("years_tolerance", 1)
+        for _, value in self.facts.years_in_job:
+            bounds = _age_range(value)
+            if bounds is None or bounds[0] - tolerance <= n <= bounds[1] + tolerance:
+                return None
+        path, value = self.facts.years_in_job[0]
+        return f"years_in_job_mismatch: text says {n} years, {path} is {value!r}"
+
+    def income(self, m: re.Match[str]) -> str | None:
+        stated = _annual_dollars(m)
+        if stated is None or not self.facts.income:
+            return None
+        limit = self.settings.get("max_income_ratio", 3.16)
+        for _, value in self.facts.income:
+            known = re.findall(r"\d+(?:\.\d+)?", value.replace(",", ""))
+            if not known or float(known[0]) <= 0:
+                return None
+            ratio = stated / float(known[0])
+            if 1 / limit <= ratio <= limit:
+                return None
+        path, value = self.facts.income[0]
+        return (
+            f"income_mismatch: text says {m.group(0).strip()!r} (about {stated:,.0f} a year), "
+            f"{path} is {value!r}"
+        )
+
+    def settlement(self, m: re.Match[str]) -> str | None:
+        stated = _settlement_class(m.group("kind"))
+        for path, value in self.facts.settlement[:1]:
+            known = _settlement_class(value)
+            if stated and known and (stated, known) in _SETTLEMENT_CONFLICTS:
+                return (
+                    f"settlement_mismatch: text says lives in {m.group('kind')!r}, "
+                    f"{path} is {value!r}"
+                )
+        return None
+
+
+def _year(timestamp: object) -> int | None:
+    year = getattr(timestamp, "year", None)
+    if isinstance(year, int):
+        return year
+    found = re.match(r"\s*((?:19|20)\d{2})-", str(timestamp or ""))
+    return int(found.group(1)) if found else None
+
+
+_PERIODS = {"year": 1, "yr": 1, "annum": 1, "month": 12, "week": 52, "day": 250, "hour": 2000}
+_MULTIPLIERS = {"k": 1e3, "thousand": 1e3, "m": 1e6, "million": 1e6}
+
+
+def _annual_dollars(m: re.Match[str]) -> float | None:
+    """The yearly amount of a stated dollar income (no period said: a year)."""
+    amount = m.group("amt") or m.group("amt2")
+    if not amount:
+        return None
+    value = float(amount.replace(",", ""))
+    mult = (m.group("mult") or m.group("mult2") or "").lower()
+    value *= _MULTIPLIERS.get(mult, 1)
+    return value * _PERIODS[(m.group("per") or "year").lower()]
+
+
+# Kinds of settlement, from the taxonomies' values and the words a text uses.
+def _settlement_class(text: str) -> str | None:
+    t = text.lower()
+    if re.search(r"village|hamlet|countryside|farm|rural", t):
+        return "rural"
+    if re.search(r"suburb", t):
+        return "suburb"
+    if re.search(
+        r"\b(?:large|big|major|huge|busy|bustling|capital)\b.*\bcity\b|metropolis|capital", t
+    ):
+        return "big city"
+    if re.search(r"\bcity\b", t):
+        return "city"
+    if re.search(r"\btown\b", t):
+        return "town"
+    return None
+
+
+# (stated, known) pairs that contradict; a suburb, and a city for a town, contradict nothing.
+_SETTLEMENT_CONFLICTS = {
+    ("rural", "big city"),
+    ("rural", "city"),
+    ("big city", "rural"),
+    ("city", "rural"),
+    ("town", "big city"),
+    ("big city", "town"),
+}

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from personaloom.critics import CriticContext, CriticResult, full_text, rule_critic, text_units
+from personaloom.critic.rule_critics import (
+    CriticContext,
+    CriticResult,
+    full_text,
+    rule_critic,
+    text_units,
+)
 
 STOPWORDS = frozenset(
     """a about after all also an and any are as at be because been but by can could did do

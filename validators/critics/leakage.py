@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from personaloom.critics import (
+from personaloom.critic.rule_critics import (
     CriticContext,
     CriticResult,
     normalize_phrase,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from personaloom.critics import CriticContext, CriticResult, rule_critic, text_units
+from personaloom.critic.rule_critics import CriticContext, CriticResult, rule_critic, text_units
 
 
 @rule_critic(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from personaloom.critics import CriticContext, CriticResult, rule_critic, text_units
+from personaloom.critic.rule_critics import CriticContext, CriticResult, rule_critic, text_units
 
 EMAIL = re.compile(r"(?<![\w.+-])[A-Za-z0-9._%+-]+@((?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,})(?![\w-])")
 PHONE = re.compile(

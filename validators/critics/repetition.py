@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from personaloom.critics import (
+from personaloom.critic.rule_critics import (
     CriticContext,
     CriticResult,
     normalize_phrase,

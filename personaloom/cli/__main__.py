@@ -1,0 +1,7 @@
+"""`python -m personaloom.cli`: the same as the `personaloom` command."""
+
+import sys
+
+from personaloom.cli import main
+
+sys.exit(main())
