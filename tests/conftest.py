@@ -20,6 +20,12 @@ os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # Real vLLM, without torch.compile: the engine starts ~60 s sooner (see vllm_engine.py).
 os.environ.setdefault("PERSONALOOM_ENFORCE_EAGER", "1")
+# Prefect reads its settings once, when it is first imported (below): the CLI's own 180 s
+# (cli/flow_runner.py) comes too late for in-process flow runs, which would get Prefect's
+# default 20 s. A CI run failed on exactly that: the temporary API server, started on a
+# busy 2-core machine right after an engine load, was not up within 20 s. Subprocesses
+# inherit this value too.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "600")
 
 import prefect.main  # noqa: E402,F401  (runs Prefect's logging setup)
 import pytest  # noqa: E402
@@ -56,8 +62,13 @@ def repo_root() -> Path:
 @pytest.fixture(scope="session")
 def engine():
     """The one real vLLM engine of the test session (embedded SmolLM2-135M on CPU)."""
+    from prefect.server.api.server import SubprocessASGIServer
+
     from personaloom.engine import EngineSpec, create_engine, set_engine
 
+    # Start Prefect's temporary API server first, while the CPU is quiet: the flows that
+    # use this engine need it, and starting it right after an engine load was the slow case.
+    SubprocessASGIServer().start()
     spec = EngineSpec()
     built = create_engine(spec)
     set_engine(spec, built)
