@@ -19,21 +19,13 @@ from matplotlib.figure import Figure
 from personaloom.atomic import atomic_path, write_text_atomic
 from personaloom.errors import UserError
 from personaloom.evaluate.scoring import LEAK_MARGIN, score
+from personaloom.generate.probes import PROBE_TYPES as TYPE_ORDER  # the generator's order
 
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
 CHART = "accuracy_by_distance.png"
 LEADERBOARD_MD = "leaderboard.md"
 LEADERBOARD_JSON = "leaderboard.json"
-# Probe types in the generator's order (personaloom.generate.probes.PROBE_TYPES); others after.
-TYPE_ORDER = (
-    "recall_fact",
-    "current_preference",
-    "previous_preference",
-    "preference_evolution",
-    "change_reason",
-    "aligned_recommendation",
-)
 LINE_COLOR = "#4C72B0"
 CHANCE_COLOR = "#C44E52"
 

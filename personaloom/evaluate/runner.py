@@ -362,29 +362,13 @@ def evaluate(
     dataset: str,
     out: str | Path | None = None,
     *,
-    model: str = EMBEDDED_MODEL,
-    engine: str = "vllm",
-    base_url: str | None = None,
-    context: str = "full",
-    limit: int | None = None,
-    batch_size: int = DEFAULT_BATCH,
-    max_context_tokens: int | None = None,
     engine_instance: Engine | None = None,
     log: Callable[[str], None] = print,
+    **options: Any,
 ) -> dict[str, Any]:
-    """Run (or resume) one evaluation; return the report (also in DIR/report.json)."""
-    plan = prepare(
-        dataset,
-        out,
-        model=model,
-        engine=engine,
-        base_url=base_url,
-        context=context,
-        limit=limit,
-        batch_size=batch_size,
-        max_context_tokens=max_context_tokens,
-        log=log,
-    )
+    """Run (or resume) one evaluation; return the report (also in DIR/report.json).
+    `options` are `prepare`'s (model, engine, base_url, context, limit, ...)."""
+    plan = prepare(dataset, out, log=log, **options)
     return execute(plan, engine_instance=engine_instance, log=log)
 
 

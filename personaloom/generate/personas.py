@@ -163,6 +163,31 @@ def _unique_keys(leaves: Sequence[Any]) -> list[str]:
     return keys
 
 
+def _writer_request(
+    prompts: PromptLibrary,
+    request_id: str,
+    stage: str,
+    user: str,
+    *,
+    max_tokens: int,
+    seed: int,
+    json_schema: dict[str, Any] | None = None,
+) -> GenerationRequest:
+    """A request to the persona writer (its system prompt, then `user`), sampled at 0.8."""
+    return GenerationRequest(
+        request_id=request_id,
+        stage=stage,
+        messages=[
+            {"role": "system", "content": prompts.render(SYSTEM_WRITER)},
+            {"role": "user", "content": user},
+        ],
+        max_tokens=max_tokens,
+        temperature=0.8,
+        seed=seed,
+        json_schema=json_schema,
+    )
+
+
 def enrich(
     engine: Engine,
     prompts: PromptLibrary,
@@ -207,15 +232,12 @@ def enrich(
             )
             rid = f"{draft.persona_id}/enrich/{k}"
             requests.append(
-                GenerationRequest(
-                    request_id=rid,
-                    stage="persona enrichment",
-                    messages=[
-                        {"role": "system", "content": prompts.render(SYSTEM_WRITER)},
-                        {"role": "user", "content": user},
-                    ],
+                _writer_request(
+                    prompts,
+                    rid,
+                    "persona enrichment",
+                    user,
                     max_tokens=max_tokens + 24 * len(leaves),
-                    temperature=0.8,
                     seed=derive_seed(seed, index, "enrich", k),
                     json_schema=section_schema(leaves, max_length),
                 )
@@ -297,15 +319,12 @@ def _narrate_section(
             fewshot=fewshot,
         )
         requests.append(
-            GenerationRequest(
-                request_id=rid,
-                stage="persona narrative",
-                messages=[
-                    {"role": "system", "content": prompts.render(SYSTEM_WRITER)},
-                    {"role": "user", "content": user},
-                ],
+            _writer_request(
+                prompts,
+                rid,
+                "persona narrative",
+                user,
                 max_tokens=max_tokens,
-                temperature=0.8,
                 seed=derive_seed(seed, draft.index, "narrate", name),
             )
         )

@@ -618,15 +618,8 @@ class _Checker:
                 text = self.text(item, item_line, item_path, "tasks")
             if text is None:
                 continue
-            folded = text.strip().lower()
-            if folded in seen:
-                self.add(
-                    item_line,
-                    item_path,
-                    f"duplicate {text!r} (first at {tasks_path}[{seen[folded]}])",
-                )
+            if self.repeated(seen, text, i, item_line, item_path, tasks_path):
                 continue
-            seen[folded] = i
             texts.append(text)
             lines.append(condition_line)
             conditions.append(condition)
@@ -806,17 +799,22 @@ class _Checker:
             text = self.text(item, item_line, f"{path}[{i}]", key)
             if text is None:
                 continue
-            folded = text.strip().lower()
-            if folded in seen:
-                self.add(
-                    item_line,
-                    f"{path}[{i}]",
-                    f"duplicate {text!r} (first at {path}[{seen[folded]}])",
-                )
+            if self.repeated(seen, text, i, item_line, f"{path}[{i}]", path):
                 continue
-            seen[folded] = i
             out.append(text)
         return tuple(out)
+
+    def repeated(
+        self, seen: dict[str, int], text: str, index: int, line: int, path: str, list_path: str
+    ) -> bool:
+        """Whether `text` repeats an earlier item of its list (case-insensitive; reported at
+        `path`); else it is recorded in `seen` as item `index`."""
+        folded = text.strip().lower()
+        if folded in seen:
+            self.add(line, path, f"duplicate {text!r} (first at {list_path}[{seen[folded]}])")
+            return True
+        seen[folded] = index
+        return False
 
     def text(self, value: Any, line: int, path: str, key: str) -> str | None:
         if not isinstance(value, str):

@@ -12,6 +12,7 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
+from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
@@ -35,6 +36,33 @@ def _save(fig: Figure, path: Path) -> Path:
     return path
 
 
+def _bar_axes(
+    panels: Sequence[tuple[str, Sequence[tuple]]],
+    title: str,
+    *,
+    bar_height: float = 0.28,
+    pad: float = 1.2,
+    min_height: float = 2.5,
+) -> tuple[Figure, list[tuple[Axes, list[tuple]]]]:
+    """A figure with one horizontal-bar subplot per panel, sized for its tallest panel, and
+    per panel its axes and its items in drawing order (the first item on top, so drawn
+    last); the panel's title and the items' short labels are set."""
+    rows, cols = _grid(len(panels))
+    tallest = max((len(items) for _, items in panels), default=1)
+    fig = Figure(figsize=(6.0 * cols, max(min_height, bar_height * tallest + pad) * rows))
+    fig.suptitle(title)
+    out = []
+    for i, (name, items) in enumerate(panels):
+        ax = fig.add_subplot(rows, cols, i + 1)
+        drawn = list(items)[::-1]
+        labels = [_short(str(item[0])) for item in drawn]
+        ax.set_yticks(range(len(drawn)), labels, fontsize=8)
+        ax.set_title(name, fontsize=10)
+        ax.tick_params(axis="x", labelsize=8)
+        out.append((ax, drawn))
+    return fig, out
+
+
 def _grid(n: int) -> tuple[int, int]:
     cols = 1 if n == 1 else 2
     return math.ceil(n / cols), cols
@@ -49,23 +77,14 @@ def bar_panels(
     xlim: tuple[float, float] | None = None,
 ) -> Path:
     """One horizontal bar chart per panel: (panel title, [(label, value), ...])."""
-    rows, cols = _grid(len(panels))
-    tallest = max((len(items) for _, items in panels), default=1)
-    fig = Figure(figsize=(6.0 * cols, max(2.5, 0.28 * tallest + 1.2) * rows))
-    fig.suptitle(title)
-    for i, (name, items) in enumerate(panels):
-        ax = fig.add_subplot(rows, cols, i + 1)
-        labels = [_short(str(label)) for label, _ in items][::-1]
-        values = [value for _, value in items][::-1]
-        ax.barh(range(len(values)), values, color=BAR_COLOR)
-        ax.set_yticks(range(len(values)), labels, fontsize=8)
-        ax.set_title(name, fontsize=10)
+    fig, axes = _bar_axes(panels, title)
+    for ax, items in axes:
+        ax.barh(range(len(items)), [value for _, value in items], color=BAR_COLOR)
         ax.set_xlabel(xlabel, fontsize=8)
         if xlim is not None:
             ax.set_xlim(*xlim)
         else:
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.tick_params(axis="x", labelsize=8)
     return _save(fig, path)
 
 
@@ -106,22 +125,14 @@ def paired_bar_panels(
 ) -> Path:
     """One horizontal chart per panel with two bars per label, (label, first, second): the
     first (grey) and the second (blue) side by side, e.g. target and released shares."""
-    rows, cols = _grid(len(panels))
-    tallest = max((len(items) for _, items in panels), default=1)
-    fig = Figure(figsize=(6.0 * cols, max(2.8, 0.42 * tallest + 1.4) * rows))
-    fig.suptitle(title)
-    for i, (name, items) in enumerate(panels):
-        ax = fig.add_subplot(rows, cols, i + 1)
-        labels = [_short(str(label)) for label, _, _ in items][::-1]
-        first = [a for _, a, _ in items][::-1]
-        second = [b for _, _, b in items][::-1]
-        y = list(range(len(items)))
+    fig, axes = _bar_axes(panels, title, bar_height=0.42, pad=1.4, min_height=2.8)
+    for i, (ax, items) in enumerate(axes):
+        y = range(len(items))
+        first = [a for _, a, _ in items]
+        second = [b for _, _, b in items]
         ax.barh([v + 0.2 for v in y], first, height=0.4, color=TARGET_COLOR, label=names[0])
         ax.barh([v - 0.2 for v in y], second, height=0.4, color=BAR_COLOR, label=names[1])
-        ax.set_yticks(y, labels, fontsize=8)
-        ax.set_title(name, fontsize=10)
         ax.set_xlabel(xlabel, fontsize=8)
-        ax.tick_params(axis="x", labelsize=8)
         if i == 0:
             ax.legend(fontsize=8, loc="best")
     return _save(fig, path)
@@ -137,21 +148,13 @@ def acceptance_panels(
 ) -> Path:
     """One horizontal chart per panel of acceptance rates, (label, rate, flagged): the
     overall rate as a line, the band of +-margin around it shaded, flagged bars in red."""
-    rows, cols = _grid(len(panels))
-    tallest = max((len(items) for _, items in panels), default=1)
-    fig = Figure(figsize=(6.0 * cols, max(2.5, 0.28 * tallest + 1.2) * rows))
-    fig.suptitle(title)
-    for i, (name, items) in enumerate(panels):
-        ax = fig.add_subplot(rows, cols, i + 1)
-        labels = [_short(str(label)) for label, _, _ in items][::-1]
-        values = [rate for _, rate, _ in items][::-1]
-        colors = [FLAG_COLOR if flagged else BAR_COLOR for _, _, flagged in items][::-1]
+    fig, axes = _bar_axes(panels, title)
+    for ax, items in axes:
+        values = [rate for _, rate, _ in items]
+        colors = [FLAG_COLOR if flagged else BAR_COLOR for _, _, flagged in items]
         ax.axvspan(max(0.0, overall - margin), min(1.0, overall + margin), color="#EEEEEE")
         ax.barh(range(len(values)), values, color=colors)
         ax.axvline(overall, color="black", linewidth=1)
-        ax.set_yticks(range(len(values)), labels, fontsize=8)
-        ax.set_title(name, fontsize=10)
         ax.set_xlabel("share accepted", fontsize=8)
         ax.set_xlim(0.0, 1.0)
-        ax.tick_params(axis="x", labelsize=8)
     return _save(fig, path)

@@ -655,32 +655,17 @@ def population_fidelity(
     manifest: dict[str, Any],
     personas: pl.DataFrame,
     rejected: pl.DataFrame,
-    *,
-    monte_carlo: int = MONTE_CARLO_SKELETONS,
-    monte_carlo_seed: int = MONTE_CARLO_SEED,
-    margin: float = BIAS_MARGIN,
-    min_group: int = MIN_GROUP_SIZE,
-    worst: int = WORST_ATTRIBUTES,
-    cache: Path | bool | None = None,
+    **options: Any,
 ) -> dict[str, Any]:
     """The fidelity report of a dataset folder (module docstring), or {"reason": ...}.
 
     `personas`: persona_id, attributes of the released personas; `rejected`: the rejected
-    table's record_id, kind, stage, critic (as `metrics._read_rejected` gives them)."""
+    table's record_id, kind, stage, critic (as `metrics._read_rejected` gives them);
+    `options`: `fidelity_report`'s (monte_carlo, margin, min_group, worst, cache, ...)."""
     sampling = run_sampling(out, manifest)
     if isinstance(sampling, str):
         return {"reason": sampling}
-    return fidelity_report(
-        sampling,
-        personas,
-        rejected,
-        monte_carlo=monte_carlo,
-        monte_carlo_seed=monte_carlo_seed,
-        margin=margin,
-        min_group=min_group,
-        worst=worst,
-        cache=cache,
-    )
+    return fidelity_report(sampling, personas, rejected, **options)
 
 
 def fidelity_report(
@@ -981,6 +966,21 @@ class Rows:
         self.by_anchor_header = BY_ANCHOR_HEADER
 
 
+def _tv_row(r: dict[str, Any], size_key: str) -> tuple[str, ...]:
+    """One table row of an attribute (`values`) or an anchor pair (`cells`): its TV to the
+    target at each point, the expected TV by chance and the z-score of the released one."""
+    return (
+        r["path"],
+        _f(r.get(size_key)),
+        _f(r.get("n_released")),
+        _f(r.get("tv_sampled")),
+        _f(r.get("tv_accepted")),
+        _f(r.get("tv_released")),
+        _f(r.get("expected_tv_released")),
+        _f(r.get("z_released"), 1),
+    )
+
+
 def rows(report: dict[str, Any]) -> Rows:
     t = report["target"]
     quotas = (
@@ -1005,32 +1005,8 @@ def rows(report: dict[str, Any]) -> Rows:
         )
         for point, s in report["summary"].items()
     ]
-    worst = [
-        (
-            r["path"],
-            _f(r.get("values")),
-            _f(r.get("n_released")),
-            _f(r.get("tv_sampled")),
-            _f(r.get("tv_accepted")),
-            _f(r.get("tv_released")),
-            _f(r.get("expected_tv_released")),
-            _f(r.get("z_released"), 1),
-        )
-        for r in report["worst_attributes"]
-    ]
-    pairs = [
-        (
-            r["path"],
-            _f(r.get("cells")),
-            _f(r.get("n_released")),
-            _f(r.get("tv_sampled")),
-            _f(r.get("tv_accepted")),
-            _f(r.get("tv_released")),
-            _f(r.get("expected_tv_released")),
-            _f(r.get("z_released"), 1),
-        )
-        for r in report["anchor_pairs"]
-    ]
+    worst = [_tv_row(r, "values") for r in report["worst_attributes"]]
+    pairs = [_tv_row(r, "cells") for r in report["anchor_pairs"]]
     bias = report["critic_bias"]
     bias_line = (
         f"Critic acceptance per value of each anchor: overall {_pct(bias['overall_acceptance'])} "
@@ -1070,26 +1046,10 @@ def rows(report: dict[str, Any]) -> Rows:
 
 
 POINTS_HEADER = ("point", "personas", "attributes", "mean TV", "mean expected", "anchors' mean TV")
-WORST_HEADER = (
-    "attribute",
-    "values",
-    "released",
-    "TV sampled",
-    "TV accepted",
-    "TV released",
-    "expected",
-    "z",
-)
-PAIRS_HEADER = (
-    "anchor pair",
-    "cells",
-    "released",
-    "TV sampled",
-    "TV accepted",
-    "TV released",
-    "expected",
-    "z",
-)
+# The columns of `_tv_row` after the path and its size (values or cells).
+TV_COLUMNS = ("released", "TV sampled", "TV accepted", "TV released", "expected", "z")
+WORST_HEADER = ("attribute", "values", *TV_COLUMNS)
+PAIRS_HEADER = ("anchor pair", "cells", *TV_COLUMNS)
 FLAGGED_HEADER = ("anchor", "value", "reviewed", "accepted", "acceptance", "difference (points)")
 BY_ANCHOR_HEADER = ("anchor", "values", "lowest acceptance", "highest acceptance", "flagged")
 

@@ -112,6 +112,27 @@ def _attribute_info(by_path: dict[str, Leaf]) -> Callable[[str], ex.AttrInfo | s
     return info
 
 
+def _categorical_ref(
+    ref: str,
+    key: str,
+    why: str,
+    line: int,
+    leaf: Leaf,
+    by_path: dict[str, Leaf],
+    problems: Problems,
+) -> Leaf | None:
+    """The categorical attribute `ref` that `leaf`'s `key` names; else the problem (unknown,
+    or not categorical: `why`) is reported at `line` and None returned."""
+    target = by_path.get(ref)
+    if target is None:
+        problems.add(line, leaf.path, f"{key}: unknown attribute {ref!r}")
+    elif target.kind != "categorical":
+        problems.add(line, leaf.path, f"{key}: {ref} is {target.kind}; {why}")
+    else:
+        return target
+    return None
+
+
 def _leaf_references(
     leaf: Leaf,
     by_path: dict[str, Leaf],
@@ -125,16 +146,16 @@ def _leaf_references(
     targets = []
     for given in leaf.given:
         given_line = lines.given.get((leaf.path, given), leaf.line)
-        target = by_path.get(given)
-        if target is None:
-            problems.add(given_line, leaf.path, f"given: unknown attribute {given!r}")
-        elif target.kind != "categorical":
-            problems.add(
-                given_line,
-                leaf.path,
-                f"given: {given} is {target.kind}; tables are keyed by categorical attributes",
-            )
-        else:
+        target = _categorical_ref(
+            given,
+            "given",
+            "tables are keyed by categorical attributes",
+            given_line,
+            leaf,
+            by_path,
+            problems,
+        )
+        if target is not None:
             refs.append((given, given_line))
             targets.append(target)
     if leaf.given and len(targets) == len(leaf.given):
@@ -182,16 +203,10 @@ def _identity_references(
         if not ref:
             continue
         line = lines.given.get((leaf.path, ref), leaf.line)
-        target = by_path.get(ref)
-        if target is None:
-            problems.add(line, leaf.path, f"{key}: unknown attribute {ref!r}")
-        elif target.kind != "categorical":
-            problems.add(
-                line,
-                leaf.path,
-                f"{key}: {ref} is {target.kind}; an identity follows a categorical attribute",
-            )
-        else:
+        target = _categorical_ref(
+            ref, key, "an identity follows a categorical attribute", line, leaf, by_path, problems
+        )
+        if target is not None:
             refs.append((ref, line))
             if key == "gender":
                 for value in spec.genders:

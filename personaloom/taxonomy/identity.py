@@ -44,9 +44,8 @@ from personaloom.seeds import derive_seed
 from personaloom.taxonomy.model import Problems
 from personaloom.taxonomy.yamlmarks import (
     MarkedDict,
-    YamlSyntaxError,
     is_number,
-    load_marked,
+    load_mapping,
 )
 
 LOCALES_FILE = "locales.yaml"
@@ -152,14 +151,7 @@ def _load_cached(path: str, _mtime: int) -> LocaleMap:
 
 def parse_locales(text: str, source: str = "<memory>") -> LocaleMap:
     problems = Problems(source)
-    try:
-        doc = load_marked(text)
-    except YamlSyntaxError as exc:
-        problems.add(exc.line, "(yaml)", exc.message)
-        raise problems.error() from None
-    if not isinstance(doc, MarkedDict):
-        problems.add(1, "(file)", "a locale map is a mapping with countries (and layouts)")
-        raise problems.error()
+    doc = load_mapping(text, problems, "a locale map is a mapping with countries (and layouts)")
     _duplicates(doc, "", problems)
     for key in doc:
         if key not in TOP_KEYS:

@@ -37,9 +37,8 @@ from personaloom.taxonomy.settings import TaxonomySampling
 from personaloom.taxonomy.yamlmarks import (
     MarkedDict,
     MarkedList,
-    YamlSyntaxError,
     is_number,
-    load_marked,
+    load_mapping,
 )
 
 TOP_KEYS = (
@@ -80,14 +79,7 @@ def parse_taxonomy(
     """Parse and validate taxonomy YAML; `source` names the file in every message.
     `locales` is the locale map for identity leaves (default: the packaged one)."""
     problems = Problems(source)
-    try:
-        doc = load_marked(text)
-    except YamlSyntaxError as exc:
-        problems.add(exc.line, "(yaml)", exc.message)
-        raise problems.error() from None
-    if not isinstance(doc, MarkedDict):
-        problems.add(1, "(file)", "a taxonomy is a mapping with name, version and categories")
-        raise problems.error()
+    doc = load_mapping(text, problems, "a taxonomy is a mapping with name, version and categories")
     _report_duplicates(doc, "", problems)
     for key in doc:
         if key not in TOP_KEYS:
@@ -625,16 +617,19 @@ class _LeafReader:
             return None
         return item.strip()
 
-    def table_rows(self, node: MarkedDict, path: str) -> MarkedDict | None:
-        raw = node["table"]
+    def mapping(self, node: MarkedDict, key: str, path: str, message: str) -> MarkedDict | None:
+        """`node[key]` when it is a non-empty mapping; else `message` is reported at the
+        key's line and None returned."""
+        raw = node[key]
         if not isinstance(raw, MarkedDict) or not raw:
-            self.problems.add(
-                node.key_line("table"),
-                path,
-                "table must be a non-empty mapping: given value -> row",
-            )
+            self.problems.add(node.key_line(key), path, message)
             return None
         return raw
+
+    def table_rows(self, node: MarkedDict, path: str) -> MarkedDict | None:
+        return self.mapping(
+            node, "table", path, "table must be a non-empty mapping: given value -> row"
+        )
 
     def categorical_table(
         self, node: MarkedDict, path: str, values: tuple[str, ...]
@@ -906,13 +901,10 @@ class _LeafReader:
             )
             return None
         factors: dict[str, float] = {}
-        raw_factors = item["factors"]
-        if not isinstance(raw_factors, MarkedDict) or not raw_factors:
-            self.problems.add(
-                item.key_line("factors"),
-                path,
-                "scale factors must be a non-empty mapping value: factor",
-            )
+        raw_factors = self.mapping(
+            item, "factors", path, "scale factors must be a non-empty mapping value: factor"
+        )
+        if raw_factors is None:
             return None
         for key, factor in raw_factors.items():
             value = self.value_name(key, path, raw_factors.key_line(key))

@@ -9,9 +9,12 @@ Lines are 1-based.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
+
+if TYPE_CHECKING:
+    from personaloom.taxonomy.model import Problems
 
 _Base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -94,6 +97,20 @@ def load_marked(text: str) -> Any:
         raise YamlSyntaxError(line, f"YAML syntax error: {problem}") from None
     except yaml.YAMLError as exc:
         raise YamlSyntaxError(None, f"YAML error: {exc}") from None
+
+
+def load_mapping(text: str, problems: Problems, expected: str) -> MarkedDict:
+    """The file's top-level mapping; a syntax error or any other top-level value is added
+    to `problems` and raised as its error (`expected` says what the file should be)."""
+    try:
+        doc = load_marked(text)
+    except YamlSyntaxError as exc:
+        problems.add(exc.line, "(yaml)", exc.message)
+        raise problems.error() from None
+    if not isinstance(doc, MarkedDict):
+        problems.add(1, "(file)", expected)
+        raise problems.error()
+    return doc
 
 
 def is_number(value: Any) -> bool:

@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from personaloom.errors import RunError, UserError
-from personaloom.publish.hub import HubClient, RemoteFile
+from personaloom.publish.hub import CommitResult, HubClient, RemoteFile
 from personaloom.publish.release.files import ReleaseFile, ReleaseSet, is_managed
 from personaloom.publish.release.outcome import Outcome, describe_difference, is_same
 
@@ -75,6 +75,19 @@ def publish(
 
         head = refs.branches.get(BRANCH)
         main_files = client.files(head) if head else {}
+        # Files of earlier releases that this one no longer has are deleted by its commit.
+        stale = sorted(p for p in main_files if is_managed(p) and p not in release.by_path)
+
+        def upload(*, create_pr: bool, parent_commit: str | None) -> CommitResult:
+            return client.upload(
+                release.root,
+                release.paths,
+                delete=stale,
+                message=message,
+                description=description,
+                create_pr=create_pr,
+                parent_commit=parent_commit,
+            )
 
         if create_pr:
             for ref, commit in sorted(refs.pull_requests.items()):
@@ -87,16 +100,7 @@ def publish(
                 return _tag(
                     client, release, head, tag, message, description, where, log, created=False
                 )
-            stale = sorted(p for p in main_files if is_managed(p) and p not in release.by_path)
-            result = client.upload(
-                release.root,
-                release.paths,
-                delete=stale,
-                message=message,
-                description=description,
-                create_pr=True,
-                parent_commit=None,
-            )
+            result = upload(create_pr=True, parent_commit=None)
             log(f"{where}: opened pull request {result.pr_url}")
             note = (
                 f"tag {tag} not created: merge the pull request, then re-run without --create-pr to tag it"
@@ -117,17 +121,8 @@ def publish(
             log(f"{where}: {BRANCH} already holds this content; no new commit")
             return _tag(client, release, head, tag, message, description, where, log, created=False)
 
-        stale = sorted(p for p in main_files if is_managed(p) and p not in release.by_path)
         try:
-            result = client.upload(
-                release.root,
-                release.paths,
-                delete=stale,
-                message=message,
-                description=description,
-                create_pr=False,
-                parent_commit=head,
-            )
+            result = upload(create_pr=False, parent_commit=head)
             commit = result.oid
         except Exception as exc:
             # A retried commit whose first attempt went through, or a concurrent release:
