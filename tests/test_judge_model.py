@@ -53,7 +53,14 @@ def test_auto_filters_when_the_judge_is_not_the_embedded_model(repo_root):
     [
         (["--judge-base-url", URL], "--judge-model is required"),
         (["--judge-model", "j", "--judge-engine", "openai"], "--judge-base-url is required"),
-        (["--judge-model", "j", "--judge-base-url", "ftp://x"], "expected an http(s):// URL"),
+        (
+            ["--judge-model", "j", "--judge-base-url", "ftp://x"],
+            "--judge-base-url ftp://x: expected",
+        ),
+        (
+            ["--judge-model", "embedded:SmolLM2-135M-Instruct", "--judge-base-url", URL],
+            "--judge-model: name the served model when using --judge-engine openai",
+        ),
         (["--judge-model", "j", "--judge-engine", "vllm", "--judge-base-url", URL], "only with"),
     ],
 )

@@ -29,15 +29,17 @@ class EngineSpec:
     concurrency: int = 32
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def validate(self) -> None:
+    def validate(self, option_prefix: str = "--") -> None:
+        """UserError naming the option (`--judge-` for the judges' engine) on a bad spec."""
+        engine, url, model = (f"{option_prefix}{o}" for o in ("engine", "base-url", "model"))
         if self.engine not in ENGINES:
-            raise UserError(f"--engine {self.engine}: expected one of {', '.join(ENGINES)}")
+            raise UserError(f"{engine} {self.engine}: expected one of {', '.join(ENGINES)}")
         if self.engine == "openai" and not self.base_url:
-            raise UserError("--base-url is required with --engine openai")
+            raise UserError(f"{url} is required with {engine} openai")
         if self.engine == "openai" and self.model == EMBEDDED_MODEL:
-            raise UserError("--model: name the served model when using --engine openai")
+            raise UserError(f"{model}: name the served model when using {engine} openai")
         if self.base_url and not self.base_url.startswith(("http://", "https://")):
-            raise UserError(f"--base-url {self.base_url}: expected an http(s):// URL")
+            raise UserError(f"{url} {self.base_url}: expected an http(s):// URL")
 
     def key(self) -> tuple:
         return tuple(sorted((k, repr(v)) for k, v in asdict(self).items()))

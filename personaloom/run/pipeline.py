@@ -7,6 +7,7 @@ engine lives at process level (`personaloom.engine.get_engine`).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -102,11 +103,15 @@ def engine_spec(config: RunConfig) -> EngineSpec:
         base_url=config.base_url,
         compact_json=config.compact_json,
         max_model_len=max_model_len,
-        # in flight to an HTTP endpoint; the offline engine batches itself (and keeping the
-        # spec's default lets a process share one engine whatever --concurrency says)
-        concurrency=config.concurrency if config.engine == "openai" else EngineSpec.concurrency,
+        concurrency=_concurrency(config, config.engine),
         extra=extra,
     )
+
+
+def _concurrency(config: RunConfig, engine: str) -> int:
+    # In flight to an HTTP endpoint; the offline engine batches itself (and keeping the
+    # spec's default lets a process share one engine whatever --concurrency says).
+    return config.concurrency if engine == "openai" else EngineSpec.concurrency
 
 
 def judge_spec(config: RunConfig) -> EngineSpec | None:
@@ -116,10 +121,10 @@ def judge_spec(config: RunConfig) -> EngineSpec | None:
     engine = config.judge_engine or ("openai" if config.judge_base_url else "vllm")
     return EngineSpec(
         engine=engine,
-        model=config.judge_model or config.model,
+        model=judge_model(config),
         base_url=config.judge_base_url,
         compact_json=config.compact_json,
-        concurrency=config.concurrency if engine == "openai" else EngineSpec.concurrency,
+        concurrency=_concurrency(config, engine),
     )
 
 
@@ -136,12 +141,9 @@ def _check_judge_engine(config: RunConfig) -> None:
             "--judge-model is required with --judge-engine or --judge-base-url (the model "
             "the judges' engine serves)"
         )
-    if spec.engine == "openai" and not spec.base_url:
-        raise UserError("--judge-base-url is required with --judge-engine openai")
     if spec.engine == "vllm" and spec.base_url:
         raise UserError("--judge-base-url: only with --judge-engine openai")
-    if spec.base_url and not spec.base_url.startswith(("http://", "https://")):
-        raise UserError(f"--judge-base-url {spec.base_url}: expected an http(s):// URL")
+    spec.validate(option_prefix="--judge-")
 
 
 # -- content loading (cached per process: tasks reload a run by folder) --------------------
@@ -435,7 +437,7 @@ def run_batch(run: Run, batch: int) -> dict[str, Any]:
     plan = critic_plan(run.project, run.config)
     judges_on = judge_spec(run.config)
     if judges_on is not None and plan.judges("persona") + plan.judges("conversation"):
-        plan.judge_engine = get_engine(judges_on)
+        plan = dataclasses.replace(plan, judge_engine=get_engine(judges_on))
     drafts, rejected = sample_drafts(run, ids)
     unused = {d.index: d for d in drafts if d.rejected is None}
 
