@@ -241,3 +241,28 @@ def test_options_override_the_config_file(tmp_path, capsys):
     assert main([*args, "--seed", "2"]) == 0
     resolved = yaml.safe_load(capsys.readouterr().out)
     assert (resolved["personas"], resolved["seed"], resolved["judges"]) == (5, 2, "off")
+
+
+def test_the_flow_file_sees_the_clis_prefect_settings(tmp_path):
+    """Prefect reads its settings when a flow file first imports it: the CLI's defaults
+    (a 180 s start timeout for the temporary API server, instead of Prefect's 20 s that a
+    busy machine overran) must be in the environment by then. In a fresh interpreter
+    without the test session's own value."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "from personaloom.cli.flow_runner import load_flow_module\n"
+        "from personaloom.project import Project\n"
+        "load_flow_module(Project.locate(None))\n"
+        "from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS as s\n"
+        "print(s.value())\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_SERVER_EPHEMERAL")}
+    env["PREFECT_HOME"] = str(tmp_path / "prefect")
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[-1] == "180"

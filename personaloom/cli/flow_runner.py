@@ -31,9 +31,17 @@ QUIET_ENV = {
 }
 
 
-def configure_environment(verbose: bool = False) -> None:
+def quiet_environment() -> None:
+    """QUIET_ENV's defaults. Prefect reads its settings once, when it is first imported (by
+    a flow file): set later, they are ignored (the server start timeout was then Prefect's
+    20 s, and a run on a busy machine died before it started)."""
     for key, value in QUIET_ENV.items():
         os.environ.setdefault(key, value)
+
+
+def configure_environment(verbose: bool = False) -> None:
+    """Before any flow file is loaded: QUIET_ENV, the console's log levels, redaction."""
+    quiet_environment()
     if not verbose:
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
@@ -52,6 +60,7 @@ def load_flow_module(project: Project, name: str = "build_corpus") -> ModuleType
     module_name = f"personaloom_flows_{name}_{digest}"
     if module_name in sys.modules:
         return sys.modules[module_name]
+    quiet_environment()  # before the flow file imports Prefect
     spec = importlib.util.spec_from_file_location(module_name, path)
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)

@@ -125,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(config.to_yaml(), end="")
         return 0
+    configure_environment(verbose=args.verbose)  # before the flow file imports Prefect
     flows = load_flow_module(Project.locate(args.project))
     from personaloom.cli import stop
     from personaloom.engine._parent_watch import activate as activate_parent_watch
@@ -135,7 +136,6 @@ def run(args: argparse.Namespace) -> int:
     state = RunState(out)
     with RunLock(state.root / RUN_LOCK):
         state.check_not_held()  # a live release: refuse before the log file is created
-        configure_environment(verbose=args.verbose)
         attach_redaction()
         # Prefect's temporary server and vLLM's engine processes, started from here on, end
         # themselves if this process dies (personaloom/engine/_parent_watch).
