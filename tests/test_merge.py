@@ -28,6 +28,7 @@ from personaloom.run import pipeline
 from personaloom.run.config import RunConfig, ShardSpec
 from personaloom.state.lock import RUN_LOCK, RunLock
 
+DATA = Path(__file__).resolve().parent / "data" / "taxonomies"
 PERSONAS = 3  # one persona per part of the 3-way split
 BASE = {
     "personas": PERSONAS,
@@ -35,17 +36,26 @@ BASE = {
     "turns": 1,
     "seed": 11,
     "critic_rounds": 0,
-    # short sections and turns: four runs (whole + 3 parts) of the human taxonomy, and what
-    # is compared is ids, sampled attributes and the merge's bookkeeping, not text length
+    # Four runs (whole + 3 parts). What is compared is ids, sampled attributes and the
+    # merge's bookkeeping, not text: the small `clinic` taxonomy (a few sections per
+    # persona instead of the human taxonomy's dozen) and short sections and turns.
+    "taxonomy": "clinic",
     "max_tokens_section": 48,
     "max_tokens_narrative": 48,
     "max_tokens_turn": 48,
 }
 
 
-def _generate(out: Path, shard: ShardSpec) -> None:
+def _project(root: Path) -> Path:
+    (root / "taxonomies").mkdir(parents=True)
+    for name in ("clinic.yaml", "clinic.topics.yaml"):
+        shutil.copy(DATA / name, root / "taxonomies" / name)
+    return root
+
+
+def _generate(out: Path, shard: ShardSpec, project: Path) -> None:
     config = RunConfig.from_dict({**BASE, "shard": shard})
-    run = pipeline.prepare(config, out)
+    run = pipeline.prepare(config, out, project_dir=project)
     for batch in range(len(run.batches())):
         pipeline.run_batch(run, batch)
     pipeline.finalize(run)
@@ -54,12 +64,13 @@ def _generate(out: Path, shard: ShardSpec) -> None:
 @pytest.fixture(scope="module")
 def runs(engine, tmp_path_factory) -> dict[str, Any]:
     root = tmp_path_factory.mktemp("merge-runs")
+    project = _project(root / "project")
     whole = root / "whole"
-    _generate(whole, ShardSpec())
+    _generate(whole, ShardSpec(), project)
     parts = []
     for k in range(3):
         part = root / f"part-{k}"
-        _generate(part, ShardSpec(index=k, count=3))
+        _generate(part, ShardSpec(index=k, count=3), project)
         parts.append(part)
     return {"whole": whole, "parts": parts, "root": root}
 
