@@ -242,6 +242,13 @@ IDENTITY_ERRORS = [
         "'girl' is not a value of person.gender",
     ),
     (
+        "genders not a mapping",
+        "    name:\n      kind: identity\n      country: person.country\n"
+        "      gender: person.gender\n      genders: [woman]  #!\n",
+        "person.name",
+        "genders must be a mapping of gender value -> female | male | any",
+    ),
+    (
         "key of another kind",
         "    name:\n      kind: identity\n      country: person.country\n      values: [a]  #!\n",
         "person.name",

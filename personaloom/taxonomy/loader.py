@@ -446,13 +446,13 @@ class _LeafReader:
         if raw_genders is not None:
             if refs["gender"] is None and "gender" not in node:
                 self.problems.add(node.key_line("genders"), path, "genders: needs gender:")
-            if not isinstance(raw_genders, MarkedDict) or not raw_genders:
-                self.problems.add(
-                    node.key_line("genders"),
-                    path,
-                    "genders must be a mapping of gender value -> female | male | any",
-                )
-            else:
+            raw_genders = self.mapping(
+                node,
+                "genders",
+                path,
+                "genders must be a mapping of gender value -> female | male | any",
+            )
+            if raw_genders is not None:
                 for value, cls in raw_genders.items():
                     name = self.value_name(value, f"{path}.genders", raw_genders.key_line(value))
                     if name is None:
