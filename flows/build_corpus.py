@@ -168,6 +168,8 @@ def _build(
             # The slots' own ids, then rounds of replacements for the rejected and the
             # duplicates until N are kept or the candidate budget is spent (exact N).
             pending = [b for b in range(len(batches)) if not run.state.is_done(b)]
+            if pending:  # the card's fidelity target, computed while the engine works
+                pipeline.prefetch_fidelity_target(run)
             while True:
                 for b in pending:
                     ids = batches[b]

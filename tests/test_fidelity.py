@@ -206,6 +206,31 @@ def test_target_is_cached_per_content(tmp_path):
     assert not other.cached
 
 
+def test_a_prefetched_target_is_computed_once_and_found_by_finalize(tmp_path, monkeypatch):
+    """A generating run starts the target in a background thread; a report asked for
+    while it runs waits for it, and one asked for later reads it from the cache."""
+    monkeypatch.setenv(F.CACHE_ENV, str(tmp_path / "cache"))
+    out = make_run(tmp_path, 20)
+    manifest = json.loads((out / ".personaloom/manifest.json").read_text())
+    sampling = F.run_sampling(out, manifest)
+    computed = []
+    monte_carlo = F._monte_carlo
+
+    def counted(*args):
+        computed.append(args[1:])
+        return monte_carlo(*args)
+
+    monkeypatch.setattr(F, "_monte_carlo", counted)
+    thread = F.prefetch_target(out, manifest)
+    meanwhile = F.target_counts(sampling)  # usually while the thread is still sampling
+    thread.join(timeout=120)
+    later = F.target_counts(sampling)
+    assert computed == [(F.MONTE_CARLO_SKELETONS, F.MONTE_CARLO_SEED)]
+    assert later.cached
+    assert meanwhile.marginals.sort("path", "value").equals(later.marginals.sort("path", "value"))
+    assert list((tmp_path / "cache").glob("target-*.parquet"))
+
+
 def test_quota_target_is_the_quota_shares(tmp_path):
     quota = "person.age_band=young:0.5,middle:0.3,old:0.2"
     out = make_run(tmp_path, 200, quotas=[quota])
@@ -244,6 +269,32 @@ def test_tv_distance_of_hand_made_counts():
     row = F.distances(counts, target).row(0, named=True)
     # 1/2 (|0.5 - 0.25| + |0.3 - 0.75| + |0.2 - 0|) = 0.45
     assert row["n"] == 10 and row["tv"] == pytest.approx(0.45)
+
+
+def test_the_spread_and_z_do_not_depend_on_the_targets_row_order():
+    """The null spread is simulated with a seed taken from the target's shares; it once
+    took them in polars' group order, so z changed between runs of the same report."""
+    counts = pl.DataFrame(
+        {
+            "point": ["released"] * 4 + ["sampled"] * 4,
+            "path": ["a"] * 8,
+            "value": ["w", "x", "y", "z"] * 2,
+            "count": [50, 30, 15, 5, 40, 30, 20, 10],
+        }
+    )
+    target = pl.DataFrame(
+        {"path": ["a"] * 4, "value": ["w", "x", "y", "z"], "share": [0.4, 0.3, 0.2, 0.1]}
+    )
+    straight, flipped = (
+        F.distances(counts, shares).sort("point").select("point", "sd_tv", "z").rows()
+        for shares in (target, target.reverse())
+    )
+    assert straight == flipped
+    # only the points asked for get a spread
+    some = F.distances(counts, target, z_points=["released"]).sort("point")
+    assert some.get_column("point").to_list() == ["released", "sampled"]
+    assert some.get_column("sd_tv").to_list()[0] > 0
+    assert some.get_column("z").to_list()[1] is None and some.get_column("sd_tv")[1] is None
 
 
 # -- a planted skew --------------------------------------------------------------------------

@@ -10,7 +10,9 @@ quotas planned over those M ids), every skeleton counted, those a rule rejects i
 (the run samples them too). A quota'd attribute's target is its quota shares, exactly.
 The Monte Carlo counts are cached per content (taxonomy, rule files, sampler source,
 preset, quotas, size, seed) under `PERSONALOOM_FIDELITY_CACHE` or the user cache folder
-(`~/.cache/personaloom/fidelity`), so a taxonomy pays for it once.
+(`~/.cache/personaloom/fidelity`), so a taxonomy pays for it once. A generating run
+computes it in a background thread when it starts (`prefetch_target`), so finalize reads
+it from the cache (or waits for that thread) instead of sampling it then.
 
 **Three points.** Every persona id the run considered is a candidate (kept or rejected at
 any stage). Its skeleton is re-sampled from (taxonomy, seed, id), as the run sampled it
@@ -48,13 +50,16 @@ The tables are computed with polars (skeleton counts with numpy `bincount`).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
 import os
+import threading
 import time
 import zlib
 from collections.abc import Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -292,6 +297,11 @@ def _quota_shares(sampling: RunSampling) -> pl.DataFrame:
     )
 
 
+# cache key -> the computation of that target under way in this process
+_inflight: dict[str, Future[Target]] = {}
+_inflight_lock = threading.Lock()
+
+
 def cache_folder() -> Path:
     env = os.environ.get(CACHE_ENV)
     if env:
@@ -325,23 +335,58 @@ def target_counts(
 ) -> Target:
     """Monte Carlo counts of every categorical attribute and anchor pair over `size`
     skeletons (ids 0..size-1 of `seed`, quotas planned over them). `cache`: a folder, None
-    for `cache_folder()`, False for none."""
+    for `cache_folder()`, False for none. A computation of the same target already under
+    way in this process (`prefetch_target`) is waited for, not repeated."""
     folder = cache_folder() if cache is None else (cache or None)
-    path = None
-    if folder is not None:
-        path = Path(folder) / f"target-{_cache_key(sampling, size, seed)}.parquet"
-        if path.exists():
-            try:
-                table = pl.read_parquet(path)
-                return Target(
-                    table.filter(pl.col("kind") == "marginal").drop("kind"),
-                    table.filter(pl.col("kind") == "pair").drop("kind"),
-                    size,
-                    seed,
-                    cached=True,
-                )
-            except Exception:  # a broken cache file is recomputed
-                path.unlink(missing_ok=True)
+    key = _cache_key(sampling, size, seed)
+    path = Path(folder) / f"target-{key}.parquet" if folder is not None else None
+    if path is not None and path.exists():
+        try:
+            table = pl.read_parquet(path)
+            return Target(
+                table.filter(pl.col("kind") == "marginal").drop("kind"),
+                table.filter(pl.col("kind") == "pair").drop("kind"),
+                size,
+                seed,
+                cached=True,
+            )
+        except Exception:  # a broken cache file is recomputed
+            path.unlink(missing_ok=True)
+    with _inflight_lock:
+        running = _inflight.get(key)
+        if running is None:
+            mine: Future[Target] = Future()
+            _inflight[key] = mine
+    if running is not None:
+        try:
+            return running.result()
+        except Exception:
+            pass  # the prefetch failed: compute it here (and see its error, if it recurs)
+        return target_counts(sampling, size=size, seed=seed, cache=cache)
+    try:
+        target = _monte_carlo(sampling, size, seed)
+        mine.set_result(target)
+    except BaseException as exc:
+        mine.set_exception(exc)
+        raise
+    finally:
+        with _inflight_lock:
+            _inflight.pop(key, None)
+    if path is not None:
+        try:
+            table = pl.concat(
+                [
+                    target.marginals.with_columns(kind=pl.lit("marginal")),
+                    target.pairs.with_columns(kind=pl.lit("pair")),
+                ]
+            )
+            write_table_atomic(table.to_arrow(), path)
+        except OSError:
+            pass  # a read-only cache folder only costs time
+    return target
+
+
+def _monte_carlo(sampling: RunSampling, size: int, seed: int) -> Target:
     from personaloom.taxonomy.sampling import iter_batches
 
     counter = SkeletonCounts(sampling)
@@ -356,41 +401,52 @@ def target_counts(
             anchors[a] += values
     marginals = counter.frame(total)
     pairs = pair_counts(_anchor_frame(anchors, counter.anchor_paths), counter.anchor_paths)
-    target = Target(marginals, pairs, size, seed)
-    if path is not None:
-        try:
-            table = pl.concat(
-                [
-                    marginals.with_columns(kind=pl.lit("marginal")),
-                    pairs.with_columns(kind=pl.lit("pair")),
-                ]
-            )
-            write_table_atomic(table.to_arrow(), path)
-        except OSError:
-            pass  # a read-only cache folder only costs time
-    return target
+    return Target(marginals, pairs, size, seed)
+
+
+def prefetch_target(out: Path, manifest: dict[str, Any]) -> threading.Thread | None:
+    """Compute the run's Monte Carlo target (into the cache) in a background thread, so
+    that finalize finds it ready. A run calls this when it starts generating: the target
+    then costs a few seconds of CPU beside hours of generation instead of a share of
+    finalize. Errors are left for finalize's own call to meet and report."""
+
+    def compute() -> None:
+        sampling = run_sampling(out, manifest)
+        if isinstance(sampling, RunSampling):
+            with contextlib.suppress(Exception):
+                target_counts(sampling)
+
+    thread = threading.Thread(target=compute, name="fidelity-target", daemon=True)
+    thread.start()
+    return thread
 
 
 def _anchor_frame(columns: dict[str, list[str | None]], anchors: Sequence[str]) -> pl.DataFrame:
     return pl.DataFrame({a: columns[a] for a in anchors}, schema={a: pl.String for a in anchors})
 
 
-def pair_counts(frame: pl.DataFrame, anchors: Sequence[str]) -> pl.DataFrame:
-    """path ("a x b"), value ("va | vb"), count over rows that have both anchors."""
+def pair_counts(
+    frame: pl.DataFrame, anchors: Sequence[str], by: Sequence[str] = ()
+) -> pl.DataFrame:
+    """path ("a x b"), value ("va | vb"), count over rows that have both anchors (and the
+    `by` columns first: counts per group of them). The pairs are counted in one parallel
+    polars query."""
+    lazy = frame.lazy()
     parts = [
-        frame.filter(pl.col(a).is_not_null() & pl.col(b).is_not_null())
-        .group_by(a, b)
+        lazy.filter(pl.col(a).is_not_null() & pl.col(b).is_not_null())
+        .group_by(*by, a, b)
         .len("count")
         .select(
+            *by,
             pl.lit(f"{a}{PAIR_SEPARATOR}{b}").alias("path"),
             pl.concat_str(pl.col(a), pl.col(b), separator=VALUE_SEPARATOR).alias("value"),
             pl.col("count").cast(pl.Int64),
         )
-        for i, a in enumerate(anchors)
-        for b in anchors[i + 1 :]
+        for a, b in _pairs(anchors)
     ]
-    empty = pl.DataFrame(schema={"path": pl.String, "value": pl.String, "count": pl.Int64})
-    return pl.concat([empty, *parts])
+    schema = {**{c: frame.schema[c] for c in by}, "path": pl.String, "value": pl.String}
+    empty = pl.DataFrame(schema={**schema, "count": pl.Int64})
+    return pl.concat([empty, *pl.collect_all(parts)])
 
 
 # -- the run's candidates --------------------------------------------------------------------
@@ -529,10 +585,14 @@ def expected_tv_terms(n: np.ndarray, p: np.ndarray) -> np.ndarray:
     return out
 
 
-def distances(counts: pl.DataFrame, target: pl.DataFrame) -> pl.DataFrame:
-    """Per point and path: n, tv, expected_tv.
+def distances(
+    counts: pl.DataFrame, target: pl.DataFrame, z_points: Sequence[str] | None = None
+) -> pl.DataFrame:
+    """Per point and path: n, tv, expected_tv, sd_tv, z.
 
-    `counts`: point, path, value, count; `target`: path, value, share."""
+    `counts`: point, path, value, count; `target`: path, value, share. `z_points`: the
+    points whose spread (sd_tv, z) is simulated, None for all; the others get nulls (the
+    simulation is most of this function's time, and the report ranks by z_released only)."""
     observed = counts.filter(pl.col("count") > 0).with_columns(
         n=pl.col("count").sum().over("point", "path")
     )
@@ -553,13 +613,19 @@ def distances(counts: pl.DataFrame, target: pl.DataFrame) -> pl.DataFrame:
     expected = terms.group_by("point", "path").agg(expected_tv=0.5 * pl.col("term").sum())
     shares = {
         path: np.asarray(values, dtype=np.float64)
-        for path, values in target.group_by("path").agg("share").iter_rows()
+        # sorted by value: the simulation is seeded by the shares' bytes, so their order
+        # must not depend on polars' threads (it did: z varied between runs)
+        for path, values in target.sort("path", "value").group_by("path").agg("share").iter_rows()
     }
-    spread = n.select(
+    spread = n.filter(pl.col("point").is_in(z_points) if z_points is not None else True)
+    spread = spread.select(
         "point",
         "path",
         sd_tv=pl.Series(
-            [null_sd(int(k), shares.get(path)) for path, k in n.select("path", "n").iter_rows()],
+            [
+                null_sd(int(k), shares.get(path))
+                for path, k in spread.select("path", "n").iter_rows()
+            ],
             dtype=pl.Float64,
         ),
     )
@@ -718,20 +784,20 @@ def fidelity_report(
     candidates = pl.concat(
         [w.select("index", "fate", *anchors) for w in wides], how="vertical_relaxed"
     )
+    # pair counts once per fate, then summed per point: a third of the group-bys
+    pairs_by_fate = pair_counts(candidates, anchors, by=["fate"])
     points = []
     for point, members in POINT_FATES.items():
-        mine = candidates.filter(pl.col("fate").is_in(members))
-        marg = (
-            by_fate.filter(pl.col("fate").is_in(members))
+        points.append(
+            pl.concat([by_fate, pairs_by_fate], how="diagonal_relaxed")
+            .filter(pl.col("fate").is_in(members))
             .group_by("path", "value")
             .agg(pl.col("count").sum())
-        )
-        points.append(
-            pl.concat([marg, pair_counts(mine, anchors)]).with_columns(point=pl.lit(point))
+            .with_columns(point=pl.lit(point))
         )
     observed = pl.concat(points).select("point", "path", "value", "count")
     shares = target.shares(sampling)
-    dist = distances(observed, shares)
+    dist = distances(observed, shares, z_points=["released"])
     pair_names = {
         f"{a}{PAIR_SEPARATOR}{b}" for i, a in enumerate(anchors) for b in anchors[i + 1 :]
     }

@@ -644,6 +644,14 @@ def plan_replacements(run: Run) -> list[int]:
     return new
 
 
+def prefetch_fidelity_target(run: Run) -> None:
+    """Start computing the population-fidelity target of the run in the background (see
+    `personaloom.publish.fidelity.prefetch_target`); finalize then reads it."""
+    from personaloom.publish.fidelity import prefetch_target
+
+    prefetch_target(run.out, run.state.read_manifest())
+
+
 # -- finalize --------------------------------------------------------------------------
 DEDUP_REJECTED = "dedup.parquet"  # rejected/ file of finalize (rewritten on every finalize)
 
