@@ -12,6 +12,11 @@ The 135M model's accuracy itself is near chance, which is expected and fine.
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -123,3 +128,55 @@ def test_the_evaluate_flow_publishes_the_headline_accuracies(engine, corpus, tmp
     assert {row["probes"].split(" ")[0] for row in table[1:]} <= {
         t["type"] for t in report["by_type"]
     }
+
+
+def test_ctrl_c_stops_eval_and_its_engine_within_10_s_and_the_command_resumes(
+    engine, corpus, tmp_path
+):
+    """A real `personaloom eval` (its own engine) gets Ctrl-C once vLLM's EngineCore runs:
+    exit 130 within 10 s, one line naming the command that resumes, no traceback, no
+    process of its session left; the same command then finishes."""
+    from personaloom.state.lock import descendants, process_name
+    from tests.test_stop import session_processes, snapshot, wait_gone
+
+    out = tmp_path / "eval"
+    argv = ["eval", str(corpus), "--limit", str(LIMIT), "--out", str(out)]
+    env = {**os.environ, "PERSONALOOM_ENFORCE_EAGER": "1", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "personaloom.cli", *argv],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 600
+        while not any("EngineCor" in process_name(p) for p in descendants(proc.pid)):
+            assert proc.poll() is None, proc.communicate()[1][-3000:]
+            assert time.monotonic() < deadline, "no engine in 10 minutes"
+            time.sleep(0.2)
+        time.sleep(2)
+        procs = snapshot(proc.pid)
+        sent = time.monotonic()
+        os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C does
+        code = proc.wait(timeout=60)
+        took = time.monotonic() - sent
+        gone = wait_gone(procs, sent)
+        left = session_processes(proc.pid)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        _, err = proc.communicate()
+    print(f"eval: exit {code} {took:.1f} s after Ctrl-C; {len(procs)} processes gone after "
+          f"{sorted(gone.values())} s")  # fmt: skip
+    assert code == 130, err[-3000:]
+    assert took <= 10.0, took
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last == (
+        f"interrupted: answered probes are saved in {out}; resume with: personaloom "
+        + " ".join(argv)
+    ), err[-3000:]
+    assert set(gone) == set(procs) and max(gone.values(), default=0) <= 10.0
+    assert not left, left
+
+    assert _eval(corpus, out) == 0  # the same command, on the session's engine
+    assert json.loads((out / "report.json").read_text())["overall"]["n"] == LIMIT

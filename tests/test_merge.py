@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -217,6 +220,54 @@ def test_a_killed_merge_resumes_to_the_same_result(runs, merged, tmp_path):
     for f in (merged / ".personaloom" / "rejected").glob("*.parquet"):
         assert _rejected(out, f.name) == _rejected(merged, f.name)
     assert _manifest(out)["counts"] == _manifest(merged)["counts"]
+
+
+@pytest.mark.engine
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_an_interrupted_merge_stops_within_10_s_says_so_and_resumes(runs, merged, tmp_path, sig):
+    """Stopped after writing the personas shards, before the card: exit 130 (143), one
+    line with the command that resumes, no traceback, the lock released; the command then
+    finishes with the same result."""
+    out = tmp_path / "corpus"
+    flag = tmp_path / "paused"
+    command = [sys.executable, "-m", "personaloom.cli", "merge", *map(str, runs["parts"])]
+    command += ["--out", str(out), "--no-embeddings"]
+    env = {
+        **os.environ,
+        "PERSONALOOM_PAUSE_AT": "merge-after-personas",
+        "PERSONALOOM_PAUSE_FLAG": str(flag),
+    }
+    proc = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 300
+        while not flag.exists():
+            assert proc.poll() is None, proc.communicate()[1]
+            assert time.monotonic() < deadline, "the merge never reached its pause point"
+            time.sleep(0.05)
+        sent = time.monotonic()
+        proc.send_signal(sig)
+        code = proc.wait(timeout=30)
+        took = time.monotonic() - sent
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        _, err = proc.communicate()
+    assert code == 128 + sig, err
+    assert took <= 10.0, took
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"interrupted: the merge into {out} did not finish"), err
+    assert last.endswith("resume with: " + shlex.join(["personaloom", *command[3:]])), last
+    assert not (out / ".personaloom" / "lock").exists()
+    assert _manifest(out)["status"] == "merging" and not (out / "README.md").exists()
+
+    assert _merge(runs["parts"], out) == 0
+    assert _manifest(out)["status"] == "complete"
+    for name in M.CONFIGS:
+        assert _table(out, name).equals(_table(merged, name)), name
 
 
 def test_row_order_is_the_one_finalize_writes():

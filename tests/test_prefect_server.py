@@ -1,7 +1,10 @@
 """The deployments on a real Prefect server: `prefect server start`, a process work pool,
 `prefect --no-prompt deploy --all` from the checkout, a one-off `build-corpus/adhoc` run with
 parameters executed by `prefect worker start --run-once` (its flow run loads its own vLLM
-engine), then a `merge/merge` run over the folder it wrote.
+engine), then a `merge/merge` run over the folder it wrote. Before that run, a first one
+with the same parameters is killed on the worker (kill -9 of the flow run's process alone)
+once its engine runs: none of the processes it started may outlive it by 10 s, and the
+next run resumes the folder.
 
 The server runs with its scheduler service off, so the nightly deployment's schedule creates
 no runs: the worker only sees the runs this test creates.
@@ -155,7 +158,51 @@ class Prefect:
             _kill_group(worker)
 
 
-@pytest.mark.timeout(900)
+def _kill_flow_run_once_its_engine_runs(
+    prefect: Prefect, run_id: str, out: Path, timeout: float = 600
+) -> dict[str, Any]:
+    """Run `run_id` on a `--run-once` worker; once the flow run's lock (which it refreshes
+    every second with the processes it started) lists vLLM's EngineCore, kill -9 the flow
+    run's process alone. Assert that every process it had started is gone within 10 s;
+    return the flow run as the server then has it (the worker reports the crash)."""
+    from personaloom.state.lock import running
+    from tests.test_stop import snapshot, wait_gone
+
+    worker, log = prefect.start("worker", "start", "--pool", POOL, "--run-once")
+    lock_path = out / ".personaloom" / "lock"
+    deadline = time.monotonic() + timeout
+    try:
+        lock: dict[str, Any] = {}
+        while not any("EngineCor" in c["name"] for c in lock.get("children", [])):
+            assert time.monotonic() < deadline, f"no engine in {timeout} s:\n{_tail(log)}"
+            assert worker.poll() is None, f"the worker ended first:\n{_tail(log)}"
+            time.sleep(0.5)
+            try:
+                lock = json.loads(lock_path.read_text())
+            except (FileNotFoundError, json.JSONDecodeError):
+                lock = {}
+        flow_pid = lock["pid"]
+        procs = {**snapshot(flow_pid), **{c["pid"]: c["start"] for c in lock["children"]}}
+        names = sorted(c["name"] for c in lock["children"])
+        killed = time.monotonic()
+        os.kill(flow_pid, signal.SIGKILL)
+        gone = wait_gone(procs, killed)
+        print(f"flow run process {flow_pid} killed on the worker: {names} gone after "
+              f"{sorted(gone.values())} s")  # fmt: skip
+        left = [pid for pid, start in procs.items() if running(pid, start)]
+        assert not left, f"left running after the flow run was killed: {left} of {names}"
+        assert max(gone.values()) <= 10.0, gone
+        while time.monotonic() < deadline:
+            run = prefect.flow_run(run_id)
+            if run["state"]["type"] not in {"SCHEDULED", "PENDING", "RUNNING"}:
+                return run
+            time.sleep(1)
+        raise AssertionError(f"flow run {run_id} not ended after the kill:\n{_tail(log)}")
+    finally:
+        _kill_group(worker)
+
+
+@pytest.mark.timeout(1500)
 def test_adhoc_deployment_runs_on_a_process_worker_then_merge(tmp_path, repo_root):
     port = _free_port()
     home = tmp_path / "prefect-home"
@@ -221,8 +268,7 @@ def test_adhoc_deployment_runs_on_a_process_worker_then_merge(tmp_path, repo_roo
             "pretty_name": "Server test personas",
         }
         command = ["prefect", "deployment", "run", "build-corpus/adhoc", "(server test)"]
-        run_id = prefect.deploy_run(
-            "build-corpus/adhoc",
+        parameters = dict(
             out=str(out),
             config=config,
             project=str(repo_root),
@@ -230,6 +276,15 @@ def test_adhoc_deployment_runs_on_a_process_worker_then_merge(tmp_path, repo_roo
             seed_from_date=False,
             command=command,
         )
+        # A flow run killed on the worker (kill -9 of its process alone, as an
+        # out-of-memory killer does) leaves no engine behind ...
+        killed = _kill_flow_run_once_its_engine_runs(
+            prefect, prefect.deploy_run("build-corpus/adhoc", **parameters), out
+        )
+        assert killed["state"]["type"] in {"CRASHED", "FAILED"}, killed["state"]
+        # ... and the next flow run on the worker starts its own engine, resumes the folder
+        # and completes.
+        run_id = prefect.deploy_run("build-corpus/adhoc", **parameters)
         run = prefect.work_once(run_id, timeout=600)
         assert run["state"]["type"] == "COMPLETED", run["state"]
         assert run["parameters"]["config"]["personas"] == 2

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -165,7 +166,11 @@ def test_throttling_and_server_errors_are_retried(dataset, hub, release) -> None
     assert "v1.0.0" in hub.repo(REPO).tags
 
 
-def test_an_interrupted_upload_resumes_on_re_run(dataset, hub, env, release) -> None:
+@pytest.mark.parametrize("how", ["kill", "ctrl-c"])
+def test_an_interrupted_upload_resumes_on_re_run(dataset, hub, env, release, how) -> None:
+    """Killed (kill -9) or stopped with Ctrl-C once every file is uploaded, before the
+    commit lands. Ctrl-C: exit 130 within 10 s, one line naming the command that resumes,
+    no traceback, the release lock released. Either way the re-run sends nothing twice."""
     hub.hold_commits.set()
     proc = subprocess.Popen(
         [
@@ -184,10 +189,17 @@ def test_an_interrupted_upload_resumes_on_re_run(dataset, hub, env, release) -> 
         stderr=subprocess.PIPE,
         text=True,
     )
+    took = 0.0
     try:
         assert hub.commit_reached.wait(timeout=120), "the release never reached its commit"
+        # interrupted after uploading every LFS object, before the commit landed
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGKILL if how == "kill" else signal.SIGINT)
+        proc.wait(timeout=30)
+        took = time.monotonic() - sent
     finally:
-        proc.kill()  # interrupted after uploading every LFS object, before the commit landed
+        if proc.poll() is None:
+            proc.kill()
         out, err = proc.communicate(timeout=30)
     release.outputs += [out, err]
     hub.hold_commits.clear()
@@ -195,7 +207,19 @@ def test_an_interrupted_upload_resumes_on_re_run(dataset, hub, env, release) -> 
     uploaded = hub.count("PUT", "/lfs-upload/", 200)
     assert uploaded == 7  # 4 shards + 3 charts reached the Hub's storage
     assert "v1.0.0" not in hub.repo(REPO).tags
-    assert (dataset / ".personaloom" / "release.lock").exists()  # left by the killed run
+    if how == "kill":
+        assert proc.returncode == -signal.SIGKILL
+        assert (dataset / ".personaloom" / "release.lock").exists()  # left by the killed run
+    else:
+        assert proc.returncode == 130, err
+        assert took <= 10.0, took
+        assert "Traceback" not in err
+        last = err.strip().splitlines()[-1]
+        assert last.startswith(f"interrupted: the release of {dataset} to {TARGET} did not finish")
+        assert last.endswith(
+            f"resume with: personaloom release {dataset} --to {TARGET} --tag v1.0.0"
+        )
+        assert not (dataset / ".personaloom" / "release.lock").exists()
 
     done = release(dataset, "--to", TARGET, "--tag", "v1.0.0")
     assert done.returncode == 0, done.stderr
