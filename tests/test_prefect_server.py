@@ -1,9 +1,10 @@
 """The deployments on a real Prefect server: `prefect server start`, a process work pool,
 `prefect --no-prompt deploy --all` from the checkout, a one-off `build-corpus/adhoc` run with
 parameters executed by `prefect worker start --run-once` (its flow run loads its own vLLM
-engine), then a `merge/merge` run over the folder it wrote. Before that run, a first one
-with the same parameters is killed on the worker (kill -9 of the flow run's process alone)
-once its engine runs: none of the processes it started may outlive it by 10 s, and the
+engine), then a `merge/merge` run over the folder it wrote. Before that run, two with the
+same parameters are stopped once their engine runs: one cancelled through the API, one
+killed on the worker (kill -9 of the flow run's process alone). None of the processes they
+started may outlive them (10 s after the kill, 30 s after the cancel request), and the
 next run resumes the folder.
 
 The server runs with its scheduler service off, so the nightly deployment's schedule creates
@@ -158,13 +159,16 @@ class Prefect:
             _kill_group(worker)
 
 
-def _kill_flow_run_once_its_engine_runs(
-    prefect: Prefect, run_id: str, out: Path, timeout: float = 600
+def _stop_flow_run_once_its_engine_runs(
+    prefect: Prefect, run_id: str, out: Path, how: str, timeout: float = 600
 ) -> dict[str, Any]:
     """Run `run_id` on a `--run-once` worker; once the flow run's lock (which it refreshes
-    every second with the processes it started) lists vLLM's EngineCore, kill -9 the flow
-    run's process alone. Assert that every process it had started is gone within 10 s;
-    return the flow run as the server then has it (the worker reports the crash)."""
+    every second with the processes it started) lists vLLM's EngineCore, stop it: `kill`
+    sends kill -9 to the flow run's process alone (as an out-of-memory killer does),
+    `cancel` cancels the run through the API (`prefect flow-run cancel`, as the UI does;
+    the worker then sends the flow run's process SIGTERM). Assert that every process the
+    flow run had started is gone within 10 s of the kill, or within 30 s of the cancel
+    request (the worker notices it first); return the flow run as the server then has it."""
     from personaloom.state.lock import running
     from tests.test_stop import snapshot, wait_gone
 
@@ -183,21 +187,25 @@ def _kill_flow_run_once_its_engine_runs(
                 lock = {}
         flow_pid = lock["pid"]
         procs = {**snapshot(flow_pid), **{c["pid"]: c["start"] for c in lock["children"]}}
+        procs[flow_pid] = lock["process_start"]
         names = sorted(c["name"] for c in lock["children"])
-        killed = time.monotonic()
-        os.kill(flow_pid, signal.SIGKILL)
-        gone = wait_gone(procs, killed)
-        print(f"flow run process {flow_pid} killed on the worker: {names} gone after "
+        sent = time.monotonic()
+        if how == "kill":
+            os.kill(flow_pid, signal.SIGKILL)
+        else:
+            prefect.run("flow-run", "cancel", run_id)
+        gone = wait_gone(procs, sent, timeout=60)
+        print(f"flow run process {flow_pid} on the worker, {how}: it and {names} gone after "
               f"{sorted(gone.values())} s")  # fmt: skip
         left = [pid for pid, start in procs.items() if running(pid, start)]
-        assert not left, f"left running after the flow run was killed: {left} of {names}"
-        assert max(gone.values()) <= 10.0, gone
+        assert not left, f"left running after the flow run's {how}: {left} of {names}"
+        assert max(gone.values()) <= (10.0 if how == "kill" else 30.0), gone
         while time.monotonic() < deadline:
             run = prefect.flow_run(run_id)
-            if run["state"]["type"] not in {"SCHEDULED", "PENDING", "RUNNING"}:
+            if run["state"]["type"] not in {"SCHEDULED", "PENDING", "RUNNING", "CANCELLING"}:
                 return run
             time.sleep(1)
-        raise AssertionError(f"flow run {run_id} not ended after the kill:\n{_tail(log)}")
+        raise AssertionError(f"flow run {run_id} not ended after the {how}:\n{_tail(log)}")
     finally:
         _kill_group(worker)
 
@@ -276,10 +284,14 @@ def test_adhoc_deployment_runs_on_a_process_worker_then_merge(tmp_path, repo_roo
             seed_from_date=False,
             command=command,
         )
-        # A flow run killed on the worker (kill -9 of its process alone, as an
-        # out-of-memory killer does) leaves no engine behind ...
-        killed = _kill_flow_run_once_its_engine_runs(
-            prefect, prefect.deploy_run("build-corpus/adhoc", **parameters), out
+        # A flow run cancelled from the API, and one killed on the worker (kill -9 of its
+        # process alone), leave no engine behind ...
+        cancelled = _stop_flow_run_once_its_engine_runs(
+            prefect, prefect.deploy_run("build-corpus/adhoc", **parameters), out, "cancel"
+        )
+        assert cancelled["state"]["type"] == "CANCELLED", cancelled["state"]
+        killed = _stop_flow_run_once_its_engine_runs(
+            prefect, prefect.deploy_run("build-corpus/adhoc", **parameters), out, "kill"
         )
         assert killed["state"]["type"] in {"CRASHED", "FAILED"}, killed["state"]
         # ... and the next flow run on the worker starts its own engine, resumes the folder
