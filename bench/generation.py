@@ -11,13 +11,22 @@ fields generated before, a digest of the earlier narrative paragraphs) and witho
 difference is an estimate of the extra tokens, not an exact count).
 
     .venv/bin/python bench/generation.py [--personas 32] [--repeat 2]
+
+`--preload-compare` measures instead the raw `vllm.LLM.chat` output tokens/s of the same
+requests with the CPU libraries preloaded into vLLM's processes (the default,
+personaloom/engine/cpu_libs.py) and without (`PERSONALOOM_NO_PRELOAD=1`): each in its own
+process (a preload only takes effect when a process starts), alternated `--repeat` times.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import json
+import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -28,7 +37,11 @@ def main() -> None:
     parser.add_argument("--personas", type=int, default=32)
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--preload-compare", action="store_true")
+    parser.add_argument("--raw-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.preload_compare:
+        return preload_compare(args)
 
     from personaloom import schema as S
     from personaloom.engine import EngineSpec, GenerationRequest, create_engine, set_engine
@@ -66,6 +79,19 @@ def main() -> None:
         enrich(Recorder(), prompts, warm, seed=args.seed)
         narrate(Recorder(), prompts, warm, seed=args.seed)
         with_context = engine.stats.prompt_tokens - tokens_before
+        if args.raw_only:  # a child of --preload-compare: one raw pass
+            tokens, t0 = 0, time.perf_counter()
+            for batch in sent:
+                params = [engine._params(r) for r in batch]
+                outs = engine._llm.chat(
+                    [r.messages for r in batch], sampling_params=params, use_tqdm=False
+                )
+                tokens += sum(len(o.outputs[0].token_ids) for o in outs)
+            seconds = time.perf_counter() - t0
+            result = {"tok_s": tokens / seconds, "preloaded": engine.preloaded, "load_s": load_s}
+            print("RESULT " + json.dumps(result), flush=True)
+            engine.close()  # left to interpreter exit, vLLM's engine process may not stop
+            return
         # The same stages without the earlier sections in the prompts (not recorded).
         blind = copy.deepcopy(drafts)
         tokens_before = engine.stats.prompt_tokens
@@ -137,6 +163,36 @@ def main() -> None:
         f"{without_context / n:.0f} without; extra {(with_context - without_context) / n:.0f} "
         f"per persona ({(with_context - without_context) / max(without_context, 1):+.0%})"
     )
+
+
+def preload_compare(args: argparse.Namespace) -> None:
+    rates: dict[str, list[float]] = {"preloaded": [], "not preloaded": []}
+    added: list[str] = []
+    for _ in range(args.repeat):  # alternated so drift hits both sides alike
+        for label in rates:
+            env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+            env["PERSONALOOM_NO_PRELOAD"] = "0" if label == "preloaded" else "1"
+            done = subprocess.run(
+                [sys.executable, __file__, "--raw-only", "--personas", str(args.personas),
+                 "--seed", str(args.seed)],
+                env=env, capture_output=True, text=True, timeout=3600,
+            )  # fmt: skip
+            line = next((x for x in done.stdout.splitlines() if x.startswith("RESULT ")), None)
+            if done.returncode != 0 or line is None:
+                raise SystemExit(f"{label}: exit {done.returncode}\n{done.stderr[-3000:]}")
+            result = json.loads(line[len("RESULT ") :])
+            rates[label].append(result["tok_s"])
+            added = added or result["preloaded"]
+    on, off = (statistics.median(rates[k]) for k in ("preloaded", "not preloaded"))
+    print(
+        f"\nraw `vllm.LLM.chat`, {args.personas} personas' requests, median of {args.repeat} "
+        f"alternated processes each; preloaded: {', '.join(added) or 'nothing found'}\n"
+    )
+    print("| vLLM's processes | output tokens/s | ratio |")
+    print("|---|---:|---:|")
+    print(f"| nothing preloaded (`PERSONALOOM_NO_PRELOAD=1`) | {off:.1f} | 1.00 |")
+    print(f"| CPU libraries preloaded (default) | {on:.1f} | {on / off:.2f} |")
+    print("per process:", {k: [round(r, 1) for r in v] for k, v in rates.items()})
 
 
 if __name__ == "__main__":

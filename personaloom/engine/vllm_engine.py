@@ -10,9 +10,11 @@ import logging
 import os
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from personaloom import progress
+from personaloom.engine import cpu_libs
 from personaloom.engine._parent_watch import activate as activate_parent_watch
 from personaloom.engine.base import Completion, EngineStats, GenerationRequest
 
@@ -85,19 +87,29 @@ class VLLMEngine:
         # dies, however it dies (personaloom/engine/_parent_watch).
         activate_parent_watch()
         started = time.perf_counter()
-        self._llm = LLM(
-            model=model_path,
-            max_model_len=max_model_len,
-            seed=seed,
-            dtype=dtype,
-            structured_outputs_config={
-                "backend": "xgrammar",
-                "disable_any_whitespace": compact_json,
-            },
-            **llm_kwargs,
-        )
+        # On CPU, Intel OpenMP (and tcmalloc, where installed) preloaded into the engine's
+        # processes, as vLLM asks (personaloom/engine/cpu_libs.py).
+        with cpu_libs.preloaded(current_platform.is_cpu()) as self.preloaded:
+            self._llm = LLM(
+                model=model_path,
+                max_model_len=max_model_len,
+                seed=seed,
+                dtype=dtype,
+                structured_outputs_config={
+                    "backend": "xgrammar",
+                    "disable_any_whitespace": compact_json,
+                },
+                **llm_kwargs,
+            )
         self.load_seconds = time.perf_counter() - started
-        log.info("vLLM engine ready: %s in %.1f s", self.model_name, self.load_seconds)
+        log.info(
+            "vLLM engine ready: %s in %.1f s%s",
+            self.model_name,
+            self.load_seconds,
+            f" (preloaded {', '.join(Path(p).name for p in self.preloaded)})"
+            if self.preloaded
+            else "",
+        )
 
     def close(self) -> None:
         """Stop vLLM's engine processes now.
