@@ -5,7 +5,8 @@ engine), then a `merge/merge` run over the folder it wrote. Before that run, two
 same parameters are stopped once their engine runs: one cancelled through the API, one
 killed on the worker (kill -9 of the flow run's process alone). None of the processes they
 started may outlive them (10 s after the kill, 30 s after the cancel request), and the
-next run resumes the folder.
+next run resumes the folder. Last, the adhoc deployment runs once more with `engine=openai`
+against a real `vllm serve` of the embedded model.
 
 The server runs with its scheduler service off, so the nightly deployment's schedule creates
 no runs: the worker only sees the runs this test creates.
@@ -342,5 +343,36 @@ def test_adhoc_deployment_runs_on_a_process_worker_then_merge(tmp_path, repo_roo
         merged_personas = pq.read_table(sorted((merged / "personas").glob("train-*.parquet"))[0])
         assert merged_personas.equals(personas)
         assert json.loads((merged / ".personaloom" / "manifest.json").read_text())["merge"]
+
+        # The same deployment with engine=openai: the flow run on the worker sends its
+        # requests to a real `vllm serve` (tests/support/vllm_server.py) and loads no model.
+        from personaloom.engine.embedded import embedded_model_dir
+        from tests.support.vllm_server import VLLMServer
+
+        served = VLLMServer(embedded_model_dir(), logs / "vllm-serve.log", max_num_seqs=8)
+        served.start()
+        try:
+            over_http = tmp_path / "over-http"
+            http_config = {
+                **config,
+                "engine": "openai",
+                "base_url": served.url,
+                "model": served.model,
+                "concurrency": 4,
+                "quotas": [],
+            }
+            run_id = prefect.deploy_run(
+                "build-corpus/adhoc", **{**parameters, "out": str(over_http), "config": http_config}
+            )
+            run = prefect.work_once(run_id, timeout=600)
+            assert run["state"]["type"] == "COMPLETED", run["state"]
+            manifest = json.loads((over_http / ".personaloom" / "manifest.json").read_text())
+            assert manifest["engine"] == "openai" and manifest["model"] == served.model
+            http_personas = pq.read_table(over_http / "personas")
+            assert http_personas.num_rows == 2
+            lines = prefect.run_logs(run_id)
+            assert not any("KV cache size" in line["message"] for line in lines)  # no engine
+        finally:
+            served.kill()
     finally:
         _kill_group(server)
