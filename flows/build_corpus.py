@@ -76,24 +76,33 @@ def forward_vllm_logs(relay: Relay | None) -> None:
 
 
 class ArtifactProgress:
-    """Moves the run's Prefect progress artifact after every engine call, not only per batch:
-    exact at batch boundaries, and within a batch each engine call closes half of the gap
-    to the batch's end (the number of calls a batch needs is not known in advance)."""
+    """Moves the run's Prefect progress artifact as requests complete, not only per batch:
+    exact at batch boundaries; within a batch every `4 * size` completed requests close
+    half of the gap to the batch's end (how many requests a batch needs is not known in
+    advance). Requests complete one by one (stages flow), so the artifact is updated at
+    most every `EVERY_S` seconds."""
+
+    EVERY_S = 2.0
 
     def __init__(self, artifact_id: Any, total: int) -> None:
         self.artifact_id, self.total = artifact_id, max(total, 1)
-        self.done, self.next, self.calls = 0, 0, 0
+        self.done, self.next, self.calls, self.size = 0, 0, 0, 1
+        self._sent = 0.0
 
     def batch(self, done: int, size: int) -> None:
-        self.done, self.next, self.calls = done, done + size, 0
+        self.done, self.next, self.calls, self.size = done, done + size, 0, max(size, 1)
+        self._sent = time.monotonic()
         update_progress_artifact(self.artifact_id, progress=100.0 * done / self.total)
 
     def submitted(self, stage: str, requests: int) -> None:
         pass
 
     def completed(self, stage: str, requests: int, output_tokens: int, seconds: float) -> None:
-        self.calls += 1
-        share = self.done + (self.next - self.done) * (1 - 0.5**self.calls)
+        self.calls += requests
+        if time.monotonic() - self._sent < self.EVERY_S:
+            return
+        self._sent = time.monotonic()
+        share = self.done + (self.next - self.done) * (1 - 0.5 ** (self.calls / (4 * self.size)))
         update_progress_artifact(self.artifact_id, progress=100.0 * share / self.total)
 
     def advance(self, unit: str, done: int, total: int) -> None:

@@ -212,8 +212,11 @@ def test_an_empty_output_is_retried_once_with_a_new_seed(prompts):
     conversations, rejections = generate_sessions(
         engine, prompts, personas, timelines, turns=1, seed=1
     )
-    assert engine.batch_sizes == [4, 1, 4]
-    first, retry = engine.batches[0][1], engine.batches[1][0]
+    # Stages flow: the retry joins the other personas' next step (their assistant turns),
+    # and persona 1's assistant turn follows alone.
+    assert engine.batch_sizes == [4, 4, 1]
+    first = engine.batches[0][1]
+    (retry,) = [r for r in engine.batches[1] if r.request_id.startswith(target[:-3])]
     assert retry.request_id.endswith("-a1") and retry.seed != first.seed
     assert rejections == [] and len(conversations) == 4
 
@@ -479,14 +482,18 @@ def test_mismatched_timelines_are_refused(prompts):
 def test_real_engine_sessions_are_valid_conversation_records(engine, prompts):
     personas, timelines = batch(2, sessions=2, probability=1.0)
     before = len(engine.stats.batch_sizes)
+    stats = ConverseStats()
     conversations, rejections = generate_sessions(
-        engine, prompts, personas, timelines, turns=2, seed=1, max_tokens=64
+        engine, prompts, personas, timelines, turns=2, seed=1, max_tokens=64, stats=stats
     )
     assert len(conversations) + len(rejections) == 4
     # the checks below are about kept records: a run that rejected every session fails here
     assert conversations, f"every session was rejected: {[r['reason'] for r in rejections]}"
+    # Stages flow: one stream carried every request of both personas' sessions (16 for
+    # kept sessions, plus retries), not one engine call per turn.
     sizes = engine.stats.batch_sizes[before:]
-    assert sizes[0] == 2 and all(1 <= n <= 2 for n in sizes)
+    assert len(sizes) == 1 and sizes[0] == stats.requests >= 4 * len(conversations)
+    assert stats.engine_calls == 1
     table = pa.Table.from_pylist(conversations, schema=CONVERSATIONS)
     assert table.num_rows == len(conversations)
     for record in conversations:

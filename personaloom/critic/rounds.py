@@ -33,7 +33,7 @@ from personaloom.critic.fewshot import format_fewshot, select_fewshot
 from personaloom.critic.settings import CriticConfig, Thresholds
 from personaloom.engine.base import Engine
 from personaloom.engine.embedded import EMBEDDED_MODEL
-from personaloom.generate.personas import PersonaDraft, enrich, narrate
+from personaloom.generate.personas import PersonaDraft, write_personas
 from personaloom.generate.prompts import PromptLibrary
 from personaloom.records import rejection
 from personaloom.seeds import round_seed
@@ -126,15 +126,13 @@ def persona_rounds(
         if r > 0 and pool:
             examples = select_fewshot([p for p, _ in pool], [d for _, d in pool], FEWSHOT_K)
             fewshot = format_fewshot(examples, "persona")
-        failures = enrich(
-            engine, prompts, drafts, seed=rs, max_tokens=max_tokens_section, fewshot=fewshot
-        )
-        failures += narrate(
+        failures = write_personas(
             engine,
             prompts,
             drafts,
             seed=rs,
-            max_tokens=max_tokens_narrative,
+            max_tokens_section=max_tokens_section,
+            max_tokens_narrative=max_tokens_narrative,
             fewshot=fewshot,
             sections=narrative,
         )

@@ -35,6 +35,7 @@ class Completion:
     prompt_tokens: int = 0
     finish_reason: str = "stop"
     error: str | None = None  # set when the engine failed on this request
+    cached_tokens: int | None = None  # prompt tokens served from the prefix cache (if told)
 
 
 @dataclass
@@ -45,6 +46,8 @@ class EngineStats:
     requests: int = 0
     output_tokens: int = 0
     prompt_tokens: int = 0
+    cached_tokens: int = 0  # prompt tokens from the prefix cache, of...
+    cache_counted: int = 0  # ...these prompt tokens (requests whose engine reported it)
     seconds: float = 0.0
     batch_sizes: list[int] = field(default_factory=list)
 
@@ -54,6 +57,9 @@ class EngineStats:
         self.batch_sizes.append(len(completions))
         self.output_tokens += sum(c.output_tokens for c in completions)
         self.prompt_tokens += sum(c.prompt_tokens for c in completions)
+        told = [c for c in completions if c.cached_tokens is not None]
+        self.cached_tokens += sum(c.cached_tokens or 0 for c in told)
+        self.cache_counted += sum(c.prompt_tokens for c in told)
         self.seconds += seconds
 
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
 import httpx
 
@@ -158,12 +158,17 @@ class OpenAIEngine:
             data = response.json()
             choice = data["choices"][0]
             usage = data.get("usage") or {}
+            # vLLM reports cached prompt tokens when served with
+            # --enable-prompt-tokens-details; other servers may not report them at all.
+            details = usage.get("prompt_tokens_details") or {}
+            cached = details.get("cached_tokens")
             completion = Completion(
                 request_id=request.request_id,
                 text=_cut_at_stop(choice["message"].get("content") or "", request.stop),
                 output_tokens=int(usage.get("completion_tokens", 0)),
                 prompt_tokens=int(usage.get("prompt_tokens", 0)),
                 finish_reason=str(choice.get("finish_reason") or "stop"),
+                cached_tokens=int(cached) if cached is not None else None,
             )
             self._answered = True
             return completion
@@ -200,30 +205,66 @@ class OpenAIEngine:
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Completion]:
         if not requests:
             return []
+        completions: dict[int, Completion] = {}
+        order = {id(r): k for k, r in enumerate(requests)}
+        self._run(list(requests), lambda r, c: completions.__setitem__(order[id(r)], c) or [])
+        return [completions[k] for k in range(len(requests))]
+
+    def stream(
+        self,
+        first: Sequence[GenerationRequest],
+        on_done: Callable[[Completion], Sequence[GenerationRequest]],
+    ) -> None:
+        """Requests in flight from a queue: at most `concurrency` at once, each completion
+        handed to `on_done` as it arrives and the requests it returns queued at once."""
+        self._run(list(first), lambda _r, c: list(on_done(c)))
+
+    def _run(
+        self,
+        first: list[GenerationRequest],
+        on_done: Callable[[GenerationRequest, Completion], list[GenerationRequest]],
+    ) -> None:
+        if not first:
+            return
         started = time.perf_counter()
-        progress.submitted(requests)
-        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(requests))) as pool:
-            futures = [pool.submit(self._one, r) for r in requests]
-            completions: list[Completion] = []
-            unreachable: list[_Unreachable] = []
-            for future in futures:
-                try:
-                    completions.append(future.result())
-                except _Unreachable as exc:
-                    unreachable.append(exc)
+        done: list[Completion] = []
+        last = started  # a completion's share of the time: the wall time since the last one
+        unreachable: list[_Unreachable] = []
+        seeded = False
+        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+            running: dict[Future[Completion], GenerationRequest] = {}
+
+            def submit(batch: list[GenerationRequest]) -> None:
+                nonlocal seeded
+                progress.submitted(batch)
+                for request in batch:
+                    seeded = seeded or request.seed is not None
+                    running[pool.submit(self._one, request)] = request
+
+            submit(first)
+            while running:
+                finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
+                for future in finished:
+                    request = running.pop(future)
+                    try:
+                        completion = future.result()
+                    except _Unreachable as exc:
+                        unreachable.append(exc)
+                        continue
+                    done.append(completion)
+                    now = time.perf_counter()
+                    progress.completed([request], [completion], now - last)
+                    last = now
+                    if not unreachable:  # once the endpoint is gone, nothing new is sent
+                        following = on_done(request, completion)
+                        if following:
+                            submit(following)
         if unreachable:
             hint = ""
-            if (
-                not self._answered
-                and any(u.connected for u in unreachable)
-                and any(r.seed is not None for r in requests)
-            ):
+            if not self._answered and any(u.connected for u in unreachable) and seeded:
                 hint = f"; {CHUNKED_PREFILL_HINT}"
             raise EngineUnavailable(
                 f"--base-url {self.base_url}: endpoint unreachable after {self.policy.attempts} "
                 f"attempts ({unreachable[0]}){hint}; progress is saved, re-run to resume"
             )
-        seconds = time.perf_counter() - started
-        self.stats.add(completions, seconds)
-        progress.completed(requests, completions, seconds)
-        return completions
+        self.stats.add(done, time.perf_counter() - started)

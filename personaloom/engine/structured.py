@@ -7,13 +7,13 @@ returned as a rejection with its raw text and reason: never dropped, never a cra
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 import jsonschema
 
-from personaloom.engine.base import Engine, GenerationRequest
+from personaloom.engine.base import Completion, Engine, GenerationRequest
 from personaloom.seeds import retry_seed
 
 
@@ -54,6 +54,47 @@ def validate_against(schema: dict[str, Any]) -> Callable[[str], Any]:
     return parse
 
 
+def parser_for(request: GenerationRequest, parse: Callable[[str], Any] | None) -> Callable:
+    """`parse`, else JSON validation against the request's schema, else the text itself."""
+    if parse is not None:
+        return parse
+    if request.json_schema is not None:
+        return validate_against(request.json_schema)
+    return lambda text: text
+
+
+def _failure_reason(completion: Completion, parse: Callable[[str], Any]) -> tuple[Any, str]:
+    """(parsed value, "") or (None, why the output is not usable)."""
+    if completion.error:
+        return None, f"engine error: {completion.error}"
+    try:
+        return parse(completion.text), ""
+    except (ValueError, json.JSONDecodeError) as exc:
+        return None, f"unparseable output ({completion.finish_reason}): {exc}"
+
+
+def structured_flow(
+    request: GenerationRequest,
+    parse: Callable[[str], Any] | None = None,
+    *,
+    retries: int = 2,
+) -> Generator[list[GenerationRequest], list[Completion], tuple[Any, Rejection | None]]:
+    """One request as a flow step (`personaloom.engine.flows`), parsed and retried exactly
+    as `generate_structured` does (same retry seeds): (value, None) or (None, rejection)."""
+    parser = parser_for(request, parse)
+    first_seed = request.seed
+    failure: Rejection | None = None
+    for attempt in range(retries + 1):
+        (completion,) = yield [request]
+        value, reason = _failure_reason(completion, parser)
+        if not reason:
+            return value, None
+        failure = Rejection(request.request_id, reason, completion.text)
+        seed = None if first_seed is None else retry_seed(first_seed, attempt + 1)
+        request = replace(request, seed=seed)
+    return None, failure
+
+
 def generate_structured(
     engine: Engine,
     requests: Sequence[GenerationRequest],
@@ -68,14 +109,7 @@ def generate_structured(
     a hash that cannot equal any first-attempt seed except by hash collision.
     Returns (parsed values by request id, rejections).
     """
-    parsers: dict[str, Callable[[str], Any]] = {}
-    for r in requests:
-        if parse is not None:
-            parsers[r.request_id] = parse
-        elif r.json_schema is not None:
-            parsers[r.request_id] = validate_against(r.json_schema)
-        else:
-            parsers[r.request_id] = lambda text: text
+    parsers = {r.request_id: parser_for(r, parse) for r in requests}
     results: dict[str, Any] = {}
     failures: dict[str, Rejection] = {}
     first_seed = {r.request_id: r.seed for r in requests}
@@ -86,15 +120,11 @@ def generate_structured(
         completions = engine.generate(pending)
         retry: list[GenerationRequest] = []
         for request, completion in zip(pending, completions, strict=True):
-            if completion.error:
-                reason = f"engine error: {completion.error}"
-            else:
-                try:
-                    results[request.request_id] = parsers[request.request_id](completion.text)
-                    failures.pop(request.request_id, None)
-                    continue
-                except (ValueError, json.JSONDecodeError) as exc:
-                    reason = f"unparseable output ({completion.finish_reason}): {exc}"
+            value, reason = _failure_reason(completion, parsers[request.request_id])
+            if not reason:
+                results[request.request_id] = value
+                failures.pop(request.request_id, None)
+                continue
             failures[request.request_id] = Rejection(request.request_id, reason, completion.text)
             seed = first_seed[request.request_id]
             retry.append(

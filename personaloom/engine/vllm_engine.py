@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -151,19 +151,72 @@ class VLLMEngine:
             sampling_params=[self._params(r) for r in requests],
             use_tqdm=False,
         )
-        completions = []
-        for request, output in zip(requests, outputs, strict=True):
-            choice = output.outputs[0]
-            completions.append(
-                Completion(
-                    request_id=request.request_id,
-                    text=choice.text,
-                    output_tokens=len(choice.token_ids),
-                    prompt_tokens=len(output.prompt_token_ids or ()),
-                    finish_reason=str(choice.finish_reason or "stop"),
-                )
-            )
+        completions = [_completion(r, o) for r, o in zip(requests, outputs, strict=True)]
         seconds = time.perf_counter() - started
         self.stats.add(completions, seconds)
         progress.completed(requests, completions, seconds)
         return completions
+
+    def stream(
+        self,
+        first: Sequence[GenerationRequest],
+        on_done: Callable[[Completion], Sequence[GenerationRequest]],
+    ) -> None:
+        """Feed vLLM's running batch: requests are added to the engine (`LLM.enqueue_chat`)
+        and the engine is stepped; each finished request goes to `on_done` at once and the
+        requests it returns join the batch that is already running, so the engine does not
+        idle on the tail of a call while other work waits."""
+        llm = self._llm
+        engine = llm.llm_engine
+        started = last = time.perf_counter()
+        # LLM.enqueue_chat numbers requests with a counter ("17") and returns the engine's
+        # internal ids ("17-1a2b3c4d"); outputs carry the counter's number.
+        owner: dict[str, GenerationRequest] = {}
+        internal: dict[str, str] = {}
+        done: list[Completion] = []
+
+        def add(batch: Sequence[GenerationRequest]) -> None:
+            if not batch:
+                return
+            progress.submitted(batch)
+            ids = llm.enqueue_chat(
+                [list(r.messages) for r in batch],
+                sampling_params=[self._params(r) for r in batch],
+                use_tqdm=False,
+            )
+            for rid, request in zip(ids, batch, strict=True):
+                number = rid.split("-", 1)[0]
+                owner[number], internal[number] = request, rid
+
+        try:
+            add(first)
+            while owner:
+                for output in engine.step():
+                    if not output.finished:
+                        continue
+                    request = owner.pop(output.request_id)
+                    internal.pop(output.request_id)
+                    completion = _completion(request, output)
+                    done.append(completion)
+                    now = time.perf_counter()
+                    progress.completed([request], [completion], now - last)
+                    last = now
+                    add(on_done(completion))
+        except BaseException:
+            if owner:  # nothing of this stream may stay in the engine for the next call
+                engine.abort_request(list(internal.values()), internal=True)
+            raise
+        finally:
+            self.stats.add(done, time.perf_counter() - started)
+
+
+def _completion(request: GenerationRequest, output: Any) -> Completion:
+    choice = output.outputs[0]
+    return Completion(
+        request_id=request.request_id,
+        text=choice.text,
+        output_tokens=len(choice.token_ids),
+        prompt_tokens=len(output.prompt_token_ids or ()),
+        finish_reason=str(choice.finish_reason or "stop"),
+        cached_tokens=getattr(output, "num_cached_tokens", None),
+    )

@@ -1,15 +1,16 @@
 """Multi-session dialogues: a user simulator role-plays the persona, an assistant answers.
 
-Turn-synchronous batching: sessions of one persona are sequential (the memory of session
-s depends on sessions before it), but session s of every persona in the batch runs at
-once, and turn k of every one of those conversations goes to the engine as ONE
-`engine.generate` call (user side, then assistant side). With `turns` exchanges that is
-`2 * turns` engine calls per session index, each carrying the whole batch; a retry of the
-failed outputs of a call is one more, smaller call.
+Batching: sessions of one persona are sequential (the memory of session s depends on the
+sessions before it), and so are the turns of a session, but every persona of the batch is
+a flow (`personaloom.engine.flows`): its next turn goes to the engine as soon as its last
+one is answered, whatever turn or session the other personas have reached. The engine's
+queue holds one request of every persona still talking (with `turns` exchanges and S
+sessions, a persona makes `2 * turns * S` requests in a row, plus retries). An engine
+without streaming (test doubles) gets one `generate` call per step of all personas.
 
 One-call mode (`mode="one_call"`) asks for a whole session as one JSON object
-(`{"turns": [{"role", "content"}, ...]}`, bounded by the schema), again one engine call per
-session index for the whole batch; invalid outputs are retried (bounded), then rejected.
+(`{"turns": [{"role", "content"}, ...]}`, bounded by the schema), one request per session;
+invalid outputs are retried (bounded), then rejected.
 
 Memory is symbolic, to keep prompts short and cheap: for each earlier session, its date,
 topic, the preferences the user stated (with the values in force then) and the first
@@ -30,11 +31,12 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from personaloom.engine.base import Completion, Engine, GenerationRequest
+from personaloom.engine.flows import run_flows
 from personaloom.errors import UserError
 from personaloom.generate.prompts import PromptLibrary
 from personaloom.generate.timeline import Session, Timeline, persona_key
@@ -386,66 +388,43 @@ def _accept(completion: Completion, previous: str | None) -> tuple[str | None, s
     return (None, reason) if reason else (text, "")
 
 
-def _call(
-    engine: Engine, requests: list[GenerationRequest], stats: ConverseStats
-) -> list[Completion]:
-    completions = engine.generate(requests)
-    if len(completions) != len(requests):
-        raise RuntimeError(
-            f"engine returned {len(completions)} completions for {len(requests)} requests"
-        )
-    stats.engine_calls += 1
-    stats.requests += len(requests)
-    return completions
-
-
-def _turn_step(
-    engine: Engine,
+def _turn_flow(
     prompts: PromptLibrary,
-    batch: list[_Conversation],
+    c: _Conversation,
     role: str,
     turn: int,
     turns: int,
     seed: int,
     max_tokens: int,
     stats: ConverseStats,
-) -> None:
-    """One side of turn `turn` for every live conversation: one engine call (+ one retry)."""
-    pending = [c for c in batch if c.rejection is None]
-    fallback: dict[int, str] = {}
+) -> Generator[list[GenerationRequest], list[Completion], None]:
+    """One side of turn `turn` of a live conversation: one request (+ one retry)."""
+    fallback: str | None = None
     for attempt in range(2):
-        if not pending:
-            return
         if role == "user":
-            requests = [
-                _user_request(prompts, c, turn, turns, attempt, seed, max_tokens) for c in pending
-            ]
+            request = _user_request(prompts, c, turn, turns, attempt, seed, max_tokens)
         else:
-            requests = [
-                _assistant_request(prompts, c, turn, attempt, seed, max_tokens) for c in pending
-            ]
-        completions = _call(engine, requests, stats)
-        failed: list[_Conversation] = []
-        for c, completion in zip(pending, completions, strict=True):
-            previous = c.turns[-1]["content"] if c.turns else None
-            text, reason = _accept(completion, previous)
-            must_mention = (
-                [u["new"] for u in c.variables["updates"]] if role == "user" and turn == 0 else []
-            )
-            if text is not None and all(mentions_value(text, v) for v in must_mention):
-                c.turns.append({"role": role, "content": text})
-            elif attempt == 0:
-                # An opening that skips the update is usable but retried once for a better one.
-                if text is not None:
-                    fallback[id(c)] = text
-                    stats.mention_retries += 1
-                failed.append(c)
-            elif text is not None or id(c) in fallback:
-                c.turns.append({"role": role, "content": text or fallback[id(c)]})
-            else:
-                c.reject(f"{role} turn {turn}: {reason} (after one retry)", completion.text)
-        stats.retried += len(failed)
-        pending = failed
+            request = _assistant_request(prompts, c, turn, attempt, seed, max_tokens)
+        stats.requests += 1
+        (completion,) = yield [request]
+        previous = c.turns[-1]["content"] if c.turns else None
+        text, reason = _accept(completion, previous)
+        must_mention = (
+            [u["new"] for u in c.variables["updates"]] if role == "user" and turn == 0 else []
+        )
+        if text is not None and all(mentions_value(text, v) for v in must_mention):
+            c.turns.append({"role": role, "content": text})
+            return
+        if attempt == 0:
+            # An opening that skips the update is usable but retried once for a better one.
+            if text is not None:
+                fallback = text
+                stats.mention_retries += 1
+            stats.retried += 1
+        elif text is not None or fallback is not None:
+            c.turns.append({"role": role, "content": text or fallback or ""})
+        else:
+            c.reject(f"{role} turn {turn}: {reason} (after one retry)", completion.text)
 
 
 # ---------------------------------------------------------------------------------------
@@ -516,56 +495,48 @@ def parse_session(text: str, turns: int, max_chars: int) -> list[dict[str, str]]
     return cleaned
 
 
-def _one_call_step(
-    engine: Engine,
+def _one_call_flow(
     prompts: PromptLibrary,
-    batch: list[_Conversation],
+    c: _Conversation,
     turns: int,
     seed: int,
     max_tokens: int,
     stats: ConverseStats,
-) -> None:
+) -> Generator[list[GenerationRequest], list[Completion], None]:
+    """A whole session as one JSON request, retried (bounded) until it parses."""
     max_chars = max(200, 4 * max_tokens)
     schema = session_schema(turns, max_chars)
     budget = min(ONE_CALL_MAX_TOKENS, 2 * turns * (max_tokens + 16) + 16)
-    pending = list(batch)
     for attempt in range(ONE_CALL_RETRIES + 1):
-        if not pending:
+        request = GenerationRequest(
+            request_id=f"{c.conversation_id}-session-a{attempt}",
+            stage="conversation sessions",
+            messages=[
+                {
+                    "role": "user",
+                    "content": prompts.render(ONE_CALL, **c.variables, turns=turns),
+                }
+            ],
+            max_tokens=budget,
+            temperature=0.8,
+            seed=_seed(seed, c, "session", attempt=attempt),
+            json_schema=schema,
+        )
+        stats.requests += 1
+        (completion,) = yield [request]
+        try:
+            if completion.error:
+                raise ValueError(f"engine error: {completion.error}")
+            c.turns = parse_session(completion.text, turns, max_chars)
             return
-        requests = [
-            GenerationRequest(
-                request_id=f"{c.conversation_id}-session-a{attempt}",
-                stage="conversation sessions",
-                messages=[
-                    {
-                        "role": "user",
-                        "content": prompts.render(ONE_CALL, **c.variables, turns=turns),
-                    }
-                ],
-                max_tokens=budget,
-                temperature=0.8,
-                seed=_seed(seed, c, "session", attempt=attempt),
-                json_schema=schema,
-            )
-            for c in pending
-        ]
-        completions = _call(engine, requests, stats)
-        failed = []
-        for c, completion in zip(pending, completions, strict=True):
-            try:
-                if completion.error:
-                    raise ValueError(f"engine error: {completion.error}")
-                c.turns = parse_session(completion.text, turns, max_chars)
-            except ValueError as exc:
-                if attempt < ONE_CALL_RETRIES:
-                    failed.append(c)
-                else:
-                    c.reject(
-                        f"session: {exc} ({completion.finish_reason}; after {ONE_CALL_RETRIES} retries)",
-                        completion.text,
-                    )
-        stats.retried += len(failed)
-        pending = failed
+        except ValueError as exc:
+            if attempt < ONE_CALL_RETRIES:
+                stats.retried += 1
+            else:
+                c.reject(
+                    f"session: {exc} ({completion.finish_reason}; after {ONE_CALL_RETRIES} retries)",
+                    completion.text,
+                )
 
 
 # ---------------------------------------------------------------------------------------
@@ -647,44 +618,57 @@ def generate_sessions(
     if len(starts) != len(personas) or len(kept) != len(personas):
         raise ValueError(f"{len(personas)} personas but {len(starts)} starts, {len(kept)} earlier")
 
-    memories: list[list[_Memory]] = [
-        _recalled(timeline, first, records)
-        for timeline, first, records in zip(timelines, starts, kept, strict=True)
-    ]
-    stopped: set[int] = set()
+    def persona_flow(
+        i: int,
+    ) -> Generator[list[GenerationRequest], list[Completion], list[_Conversation]]:
+        """Persona i's sessions, in order (each remembers the ones before it)."""
+        persona, timeline = personas[i], timelines[i]
+        memory = _recalled(timeline, starts[i], kept[i])
+        done: list[_Conversation] = []
+        for s in range(starts[i], len(timeline)):
+            session = timeline.sessions[s]
+            key = persona.get("index", timeline.persona_id)
+            variables = _variables(persona, timeline, session, memory)
+            c = _Conversation(key, timeline.persona_id, timeline, session, variables)
+            if mode == "turns":
+                for turn in range(turns):
+                    for role in ("user", "assistant"):
+                        if c.rejection is None:
+                            yield from _turn_flow(
+                                prompts, c, role, turn, turns, seed, max_tokens, stats
+                            )
+            else:
+                yield from _one_call_flow(prompts, c, turns, seed, max_tokens, stats)
+            memory.append(_memory_of(timeline, s, c.turns if c.rejection is None else None))
+            done.append(c)
+            if c.rejection is not None and stop_at_rejection:
+                break
+        return done
+
+    # Every persona is a flow (`personaloom.engine.flows`): its next turn or session goes
+    # to the engine as soon as its last is answered, so the queue holds every persona of
+    # the batch whatever session it has reached. Records come out in (session, persona)
+    # order, whatever order the engine answered in.
+    calls: list[int] = []
+    talked = run_flows(engine, [persona_flow(i) for i in range(len(personas))], calls)
+    stats.engine_calls += len(calls)
+    finished = sorted(
+        ((c.session.index, i, c) for i, done in enumerate(talked) for c in done),
+        key=lambda item: item[:2],
+    )
     conversations: list[dict[str, Any]] = []
     rejections: list[dict[str, Any]] = []
-    for s in range(max((len(t) for t in timelines), default=0)):
-        batch: list[tuple[int, _Conversation]] = []
-        for i, (persona, timeline) in enumerate(zip(personas, timelines, strict=True)):
-            if s >= len(timeline) or s < starts[i] or i in stopped:
-                continue
-            session = timeline.sessions[s]
-            pid = timeline.persona_id
-            key = persona.get("index", pid)
-            variables = _variables(persona, timeline, session, memories[i])
-            batch.append((i, _Conversation(key, pid, timeline, session, variables)))
-        live = [c for _, c in batch]
-        if mode == "turns":
-            for turn in range(turns):
-                for role in ("user", "assistant"):
-                    _turn_step(engine, prompts, live, role, turn, turns, seed, max_tokens, stats)
+    for _, _, c in finished:
+        if c.rejection is not None:
+            rejections.append(c.rejection)
+            stats.rejected += 1
+            reason = c.rejection["reason"].split(": ", 1)[-1].split(" (")[0]
+            stats.rejected_by_reason[reason] = stats.rejected_by_reason.get(reason, 0) + 1
         else:
-            _one_call_step(engine, prompts, live, turns, seed, max_tokens, stats)
-        for i, c in batch:
-            memories[i].append(_memory_of(c.timeline, s, c.turns if c.rejection is None else None))
-            if c.rejection is not None:
-                if stop_at_rejection:
-                    stopped.add(i)
-                rejections.append(c.rejection)
-                stats.rejected += 1
-                reason = c.rejection["reason"].split(": ", 1)[-1].split(" (")[0]
-                stats.rejected_by_reason[reason] = stats.rejected_by_reason.get(reason, 0) + 1
-            else:
-                record = c.record(engine.model_name)
-                conversations.append(record)
-                stats.conversations += 1
-                mentioned, total = update_mentions([record])
-                stats.updates += total
-                stats.updates_mentioned += mentioned
+            record = c.record(engine.model_name)
+            conversations.append(record)
+            stats.conversations += 1
+            mentioned, total = update_mentions([record])
+            stats.updates += total
+            stats.updates_mentioned += mentioned
     return conversations, rejections

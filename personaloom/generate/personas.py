@@ -1,9 +1,10 @@
 """Persona stages: skeleton -> enriched attributes (LLM, JSON schema per section) -> narrative.
 
 Each stage is a plain function over a batch. Sections are written in a fixed order (the
-taxonomy's root categories for enrichment, `NARRATIVE_SECTIONS` for the narrative), and
-all personas' k-th section goes to the engine as one call, so the engine always sees the
-whole batch at once. Every prompt carries the persona's name and facts plus what the
+taxonomy's root categories for enrichment, `NARRATIVE_SECTIONS` for the narrative); each
+persona is a flow that asks for its next section as soon as its last is done
+(`personaloom.engine.flows`), so the engine's queue holds every persona of the batch at
+whatever stage it has reached. Every prompt carries the persona's name and facts plus what the
 earlier sections established: the fields already generated, and a bounded digest of the
 earlier narrative paragraphs (their opening sentences, `context_chars` each). The prompt
 puts what does not change first (system text, examples, profile, earlier sections) and
@@ -14,12 +15,13 @@ the section's own instruction last, so successive sections of a persona share a 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from personaloom.engine.base import Engine, GenerationRequest
-from personaloom.engine.structured import generate_structured
+from personaloom.engine.base import Completion, Engine, GenerationRequest
+from personaloom.engine.flows import run_flows
+from personaloom.engine.structured import structured_flow
 from personaloom.generate.prompts import PromptLibrary
 from personaloom.records import rejection
 from personaloom.schema import persona_id
@@ -188,6 +190,184 @@ def _writer_request(
     )
 
 
+def _enrich_flow(
+    prompts: PromptLibrary,
+    draft: PersonaDraft,
+    *,
+    seed: int,
+    max_tokens: int,
+    max_length: int,
+    fewshot: str,
+    context_chars: int,
+) -> Generator[list[GenerationRequest], list[Completion], list[dict[str, Any]]]:
+    """Fill the draft's generated leaves section by section (one request each, JSON schema);
+    each section's prompt carries the fields generated before it (none when
+    `context_chars` is 0). Returns the rejection rows (at most one)."""
+    for k, (category, leaves) in enumerate(_sections_of(draft)):
+        keys = _unique_keys(leaves)
+        user = prompts.render(
+            "persona_enrich",
+            category=category,
+            persona_name=draft.name,
+            profile=_profile_lines(draft),
+            established=_generated_lines(draft) if context_chars > 0 else [],
+            fields=[
+                {"key": key, "path": leaf.path, "description": leaf.description or leaf.path}
+                for key, leaf in zip(keys, leaves, strict=True)
+            ],
+            fewshot=fewshot,
+        )
+        request = _writer_request(
+            prompts,
+            f"{draft.persona_id}/enrich/{k}",
+            "persona enrichment",
+            user,
+            max_tokens=max_tokens + 24 * len(leaves),
+            seed=derive_seed(seed, draft.index, "enrich", k),
+            json_schema=section_schema(leaves, max_length),
+        )
+        value, failure = yield from structured_flow(request)
+        if failure is not None:
+            draft.rejected = f"enrich section {k}: {failure.reason}"
+            draft.raw = failure.raw
+            draft.pending = []
+            return [
+                rejection(
+                    draft.persona_id,
+                    "persona",
+                    "enrich",
+                    "generation",
+                    failure.reason,
+                    raw=failure.raw,
+                )
+            ]
+        for key, leaf in zip(keys, leaves, strict=True):
+            draft.generated.append((leaf.path, " ".join(str(value[key]).split())))
+    draft.pending = []
+    return []
+
+
+def _narrate_flow(
+    prompts: PromptLibrary,
+    draft: PersonaDraft,
+    sections: Mapping[str, str],
+    *,
+    seed: int,
+    max_tokens: int,
+    fewshot: str,
+    context_chars: int,
+) -> Generator[list[GenerationRequest], list[Completion], list[dict[str, Any]]]:
+    """Write the narrative sections in order (plain text), each prompt carrying the name,
+    the profile and a digest of the earlier sections. The first failing section rejects the
+    persona (no further sections). Returns the rejection rows (at most one)."""
+    for name, guide in sections.items():
+        user = prompts.render(
+            "persona_narrate",
+            section=name.replace("_", " "),
+            guide=guide,
+            persona_name=draft.name,
+            profile=_profile_lines(draft),
+            established=_generated_lines(draft),
+            earlier=_earlier_sections(draft, name, context_chars),
+            fewshot=fewshot,
+        )
+        request = _writer_request(
+            prompts,
+            f"{draft.persona_id}/narrate/{name}",
+            "persona narrative",
+            user,
+            max_tokens=max_tokens,
+            seed=derive_seed(seed, draft.index, "narrate", name),
+        )
+        text, failure = yield from structured_flow(request, _clean_paragraph)
+        if failure is not None:
+            draft.rejected = f"narrate {name}: {failure.reason}"
+            return [
+                rejection(
+                    draft.persona_id,
+                    "persona",
+                    "narrate",
+                    "generation",
+                    failure.reason,
+                    raw=failure.raw,
+                )
+            ]
+        draft.sections[name] = text
+    return []
+
+
+def _persona_flow(
+    prompts: PromptLibrary,
+    draft: PersonaDraft,
+    *,
+    enrichment: dict[str, Any] | None,
+    narrative: dict[str, Any] | None,
+) -> Generator[list[GenerationRequest], list[Completion], list[dict[str, Any]]]:
+    rows: list[dict[str, Any]] = []
+    if enrichment is not None:
+        rows += yield from _enrich_flow(prompts, draft, **enrichment)
+    if narrative is not None and draft.rejected is None:
+        rows += yield from _narrate_flow(prompts, draft, **narrative)
+    return rows
+
+
+def write_personas(
+    engine: Engine,
+    prompts: PromptLibrary,
+    drafts: Sequence[PersonaDraft],
+    *,
+    seed: int,
+    max_tokens_section: int = 160,
+    max_length: int = 160,
+    max_tokens_narrative: int = 200,
+    fewshot: str = "",
+    context_chars: int = CONTEXT_CHARS,
+    sections: Mapping[str, str] | None = None,
+    enrich: bool = True,
+    narrate: bool = True,
+) -> list[dict[str, Any]]:
+    """Enrich, then narrate, every live draft of the batch; returns the rejection rows.
+
+    Each persona is a flow (`personaloom.engine.flows`): it asks for its next section as
+    soon as its previous one is done, so personas do not wait for the slowest of the batch
+    and the engine's queue stays full across stages. Every request's prompt and seed
+    depend only on the persona's own earlier sections, so the records are the same
+    whatever order the engine finishes requests in. `sections` are the taxonomy's own
+    narrative sections (name -> what it covers), else `NARRATIVE_SECTIONS`.
+    """
+    enrichment = (
+        dict(
+            seed=seed,
+            max_tokens=max_tokens_section,
+            max_length=max_length,
+            fewshot=fewshot,
+            context_chars=context_chars,
+        )
+        if enrich
+        else None
+    )
+    narrative = (
+        dict(
+            sections=dict(sections or NARRATIVE_SECTIONS),
+            seed=seed,
+            max_tokens=max_tokens_narrative,
+            fewshot=fewshot,
+            context_chars=context_chars,
+        )
+        if narrate
+        else None
+    )
+    live = [d for d in drafts if d.rejected is None]
+    results = run_flows(
+        engine,
+        [_persona_flow(prompts, d, enrichment=enrichment, narrative=narrative) for d in live],
+    )
+    if enrich:
+        for d in drafts:
+            d.pending = []
+    return [row for rows in results for row in rows]
+
+
 def enrich(
     engine: Engine,
     prompts: PromptLibrary,
@@ -199,72 +379,18 @@ def enrich(
     fewshot: str = "",
     context_chars: int = CONTEXT_CHARS,
 ) -> list[dict[str, Any]]:
-    """Fill generated leaves section by section; returns engine-output rejections.
-
-    Section k of every persona goes out in one engine call; each section's prompt carries
-    the persona's name and sampled facts and the fields generated in sections before it
-    (none when `context_chars` is 0).
-    """
-    plans = {d.index: _sections_of(d) for d in drafts if d.rejected is None}
-    rounds = max((len(p) for p in plans.values()), default=0)
-    rejections: list[dict[str, Any]] = []
-    by_index = {d.index: d for d in drafts}
-    for k in range(rounds):
-        requests = []
-        keys_for: dict[str, tuple[PersonaDraft, list[Any], list[str]]] = {}
-        for index, plan in plans.items():
-            draft = by_index[index]
-            if draft.rejected is not None or k >= len(plan):
-                continue
-            category, leaves = plan[k]
-            keys = _unique_keys(leaves)
-            user = prompts.render(
-                "persona_enrich",
-                category=category,
-                persona_name=draft.name,
-                profile=_profile_lines(draft),
-                established=_generated_lines(draft) if context_chars > 0 else [],
-                fields=[
-                    {"key": key, "path": leaf.path, "description": leaf.description or leaf.path}
-                    for key, leaf in zip(keys, leaves, strict=True)
-                ],
-                fewshot=fewshot,
-            )
-            rid = f"{draft.persona_id}/enrich/{k}"
-            requests.append(
-                _writer_request(
-                    prompts,
-                    rid,
-                    "persona enrichment",
-                    user,
-                    max_tokens=max_tokens + 24 * len(leaves),
-                    seed=derive_seed(seed, index, "enrich", k),
-                    json_schema=section_schema(leaves, max_length),
-                )
-            )
-            keys_for[rid] = (draft, leaves, keys)
-        values, failed = generate_structured(engine, requests)
-        for rid, value in values.items():
-            draft, leaves, keys = keys_for[rid]
-            for key, leaf in zip(keys, leaves, strict=True):
-                draft.generated.append((leaf.path, " ".join(str(value[key]).split())))
-        for failure in failed:
-            draft = keys_for[failure.request_id][0]
-            draft.rejected = f"enrich section {k}: {failure.reason}"
-            draft.raw = failure.raw
-            rejections.append(
-                rejection(
-                    draft.persona_id,
-                    "persona",
-                    "enrich",
-                    "generation",
-                    failure.reason,
-                    raw=failure.raw,
-                )
-            )
-    for d in drafts:
-        d.pending = []
-    return rejections
+    """Only the enrichment of `write_personas`; returns the rejection rows."""
+    return write_personas(
+        engine,
+        prompts,
+        drafts,
+        seed=seed,
+        max_tokens_section=max_tokens,
+        max_length=max_length,
+        fewshot=fewshot,
+        context_chars=context_chars,
+        narrate=False,
+    )
 
 
 def narrate(
@@ -278,77 +404,18 @@ def narrate(
     context_chars: int = CONTEXT_CHARS,
     sections: Mapping[str, str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Write the narrative sections in order (plain text): one engine call per section for
-    the whole batch, each prompt carrying the name, the profile and a digest of the
-    persona's earlier sections (`context_chars` per section; 0 leaves them out). A persona
-    whose section fails is rejected and writes no further sections. `sections` are the
-    taxonomy's own (name -> what it covers), else `NARRATIVE_SECTIONS`."""
-    rejections: list[dict[str, Any]] = []
-    for name, guide in (sections or NARRATIVE_SECTIONS).items():
-        live = [d for d in drafts if d.rejected is None]
-        if not live:
-            break
-        rejections += _narrate_section(
-            engine, prompts, live, name, guide, seed, max_tokens, fewshot, context_chars
-        )
-    return rejections
-
-
-def _narrate_section(
-    engine: Engine,
-    prompts: PromptLibrary,
-    drafts: Sequence[PersonaDraft],
-    name: str,
-    guide: str,
-    seed: int,
-    max_tokens: int,
-    fewshot: str,
-    context_chars: int,
-) -> list[dict[str, Any]]:
-    requests = []
-    owner: dict[str, tuple[PersonaDraft, str]] = {}
-    for draft in drafts:
-        rid = f"{draft.persona_id}/narrate/{name}"
-        user = prompts.render(
-            "persona_narrate",
-            section=name.replace("_", " "),
-            guide=guide,
-            persona_name=draft.name,
-            profile=_profile_lines(draft) + _generated_lines(draft),
-            earlier=_earlier_sections(draft, name, context_chars),
-            fewshot=fewshot,
-        )
-        requests.append(
-            _writer_request(
-                prompts,
-                rid,
-                "persona narrative",
-                user,
-                max_tokens=max_tokens,
-                seed=derive_seed(seed, draft.index, "narrate", name),
-            )
-        )
-        owner[rid] = (draft, name)
-    values, failed = generate_structured(engine, requests, parse=_clean_paragraph)
-    for rid, text in values.items():
-        draft, name = owner[rid]
-        draft.sections[name] = text
-    rejections = []
-    for failure in failed:
-        draft, name = owner[failure.request_id]
-        if draft.rejected is None:
-            draft.rejected = f"narrate {name}: {failure.reason}"
-            rejections.append(
-                rejection(
-                    draft.persona_id,
-                    "persona",
-                    "narrate",
-                    "generation",
-                    failure.reason,
-                    raw=failure.raw,
-                )
-            )
-    return rejections
+    """Only the narrative of `write_personas`; returns the rejection rows."""
+    return write_personas(
+        engine,
+        prompts,
+        drafts,
+        seed=seed,
+        max_tokens_narrative=max_tokens,
+        fewshot=fewshot,
+        context_chars=context_chars,
+        sections=sections,
+        enrich=False,
+    )
 
 
 def _clean_paragraph(text: str) -> str:

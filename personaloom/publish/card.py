@@ -583,6 +583,13 @@ def render_card(
         throughput_parts.append(f"in {_num(tp['seconds'])} s of generation")
     if tp.get("tokens_per_s") is not None:
         throughput_parts.append(f"({_num(tp['tokens_per_s'])} tokens/s)")
+    if tp.get("prompt_tokens_per_persona") is not None:
+        prompt = f"; {_num(tp['prompt_tokens_per_persona'])} prompt tokens per kept persona"
+        if tp.get("cached_share") is not None:
+            prompt += f", {100 * tp['cached_share']:.0f}% of them from the prefix cache"
+        throughput_parts[-1:] = (
+            [throughput_parts[-1] + prompt] if throughput_parts else [prompt[2:]]
+        )
 
     body = (
         _templates()

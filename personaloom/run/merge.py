@@ -43,6 +43,7 @@ from personaloom.publish.shards import SHARD_NAME
 from personaloom.run.config import RunConfig, ShardSpec
 from personaloom.run.finalize import CONFIGS, DedupSettings, finalize_folder
 from personaloom.run.finalize import ORDER as ORDER  # the release row order (tests use it)
+from personaloom.run.throughput import throughput
 from personaloom.secrets import redact
 from personaloom.state.lock import RUN_LOCK, RunLock
 from personaloom.state.run_state import STATE_DIR, RunState, ensure_writable
@@ -319,13 +320,7 @@ def _earlier_duplicates(parts: list[Part]) -> tuple[int, int]:
 
 
 def _throughput(parts: list[Part]) -> dict[str, Any]:
-    tokens = sum((p.manifest.get("throughput") or {}).get("output_tokens") or 0 for p in parts)
-    seconds = sum((p.manifest.get("throughput") or {}).get("seconds") or 0 for p in parts)
-    return {
-        "output_tokens": tokens,
-        "seconds": round(seconds, 2),
-        "tokens_per_s": round(tokens / seconds, 1) if seconds else None,
-    }
+    return throughput([p.manifest.get("throughput") or {} for p in parts])
 
 
 def _part_entry(part: Part) -> dict[str, Any]:

@@ -44,6 +44,7 @@ from personaloom.records import rejections_table, to_table
 from personaloom.run import replacements
 from personaloom.run.config import FINGERPRINT_VERSION, RunConfig
 from personaloom.run.finalize import ORDER, DedupSettings, finalize_folder
+from personaloom.run.throughput import throughput
 from personaloom.secrets import redact
 from personaloom.state.run_state import RunState, ensure_writable
 
@@ -432,7 +433,7 @@ def run_batch(run: Run, batch: int) -> dict[str, Any]:
     ids = run.batches()[batch]
     started = time.perf_counter()
     engine = get_engine(run.engine_spec)
-    tokens_before = engine.stats.output_tokens
+    before = _token_counts(engine)
     prompts = run.prompts()
     plan = critic_plan(run.project, run.config)
     judges_on = judge_spec(run.config)
@@ -488,13 +489,23 @@ def run_batch(run: Run, batch: int) -> dict[str, Any]:
         "conversations": len(conversations),
         "probes": len(probes),
         "critic": report if plan.config is not None else None,
-        "output_tokens": engine.stats.output_tokens - tokens_before,
+        **{k: v - before[k] for k, v in _token_counts(engine).items()},
         "seconds": round(seconds, 3),
     }
     state.write_batch(batch, tables, summary)
     state.log_event("batch_done", batch=batch, personas=len(personas))
     checkpoint(f"after-batch-{batch}")
     return summary
+
+
+def _token_counts(engine) -> dict[str, int]:
+    stats = engine.stats
+    return {
+        "output_tokens": stats.output_tokens,
+        "prompt_tokens": stats.prompt_tokens,
+        "cached_tokens": stats.cached_tokens,
+        "cache_counted": stats.cache_counted,
+    }
 
 
 @dataclass
@@ -665,8 +676,6 @@ def finalize(run: Run) -> dict[str, Any]:
     if missing:
         raise UserError(f"{run.out}: batches {missing[:5]} are not complete; re-run generate")
     summaries = [state.batch_summary(b) for b in state.completed()]
-    seconds = sum(s["seconds"] for s in summaries)
-    tokens = sum(s["output_tokens"] for s in summaries)
     done = finalize_folder(
         run.out,
         state,
@@ -689,11 +698,7 @@ def finalize(run: Run) -> dict[str, Any]:
             "judges": resolve_judge_mode(run.config.judges, run.config.model)
             if run.config.critic_rounds
             else "off",
-            "throughput": {
-                "output_tokens": tokens,
-                "seconds": round(seconds, 2),
-                "tokens_per_s": round(tokens / seconds, 1) if seconds else None,
-            },
+            "throughput": throughput(summaries),
         },
     )
     return {
