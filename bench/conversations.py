@@ -1,12 +1,20 @@
-"""Turn-synchronous dialogue generation vs one conversation at a time, same engine, same run.
+"""Batched dialogue generation vs one conversation at a time, same engine, same run.
 
-    python bench/conversations.py [--personas 16 --sessions 2 --turns 2 --max-tokens 96]
+    python bench/conversations.py [--personas 32,128 --sessions 2 --turns 2 --max-tokens 96]
 
-Both modes generate the same conversations (same personas, timelines and request seeds);
-"turn-synchronous" sends turn k of every conversation as one engine call, "one at a time"
-runs `generate_sessions` per persona, so each engine call carries a single request.
-Prints a markdown table: engine calls, effective batch size (requests per call), output
-tokens, wall seconds, output tokens/s, and the ratio of the two throughputs.
+Every mode generates the same conversations (same personas, timelines and request seeds):
+
+- "flows": what the pipeline does: every persona's sessions are a flow, streamed into the
+  engine (`VLLMEngine.stream`): a persona's next turn joins vLLM's running batch as soon
+  as its last one is answered;
+- "turn-synchronous rounds": the same flows through an engine that only has `generate`,
+  so each step of all personas is one engine call (the pipeline before flows);
+- "one at a time": `generate_sessions` per persona, each engine call a single request.
+  Its throughput does not depend on how many conversations there are, so it is measured
+  on the first --sequential personas only (default 8) and its rate is the baseline.
+
+Prints a markdown table per size: engine calls, requests, output tokens, wall seconds,
+output tokens/s, and each mode's throughput over one at a time.
 """
 
 from __future__ import annotations
@@ -80,6 +88,18 @@ def make_personas(n: int, seed: int) -> list[dict[str, Any]]:
     return personas
 
 
+class RoundsOnly:
+    """The engine without `stream`: run_flows drives it in rounds (one call per step)."""
+
+    def __init__(self, engine) -> None:
+        self.engine = engine
+        self.model_name = engine.model_name
+        self.stats = engine.stats
+
+    def generate(self, requests):
+        return self.engine.generate(requests)
+
+
 def run(engine, label: str, jobs, prompts, args) -> dict[str, Any]:
     stats = engine.stats
     calls, requests, tokens = stats.calls, stats.requests, stats.output_tokens
@@ -109,7 +129,7 @@ def run(engine, label: str, jobs, prompts, args) -> dict[str, Any]:
         "conversations": len(conversations),
         "rejected": len(rejections),
         "calls": calls,
-        "batch": requests / max(calls, 1),
+        "requests": requests,
         "tokens": tokens,
         "seconds": seconds,
         "rate": tokens / seconds if seconds else 0.0,
@@ -121,7 +141,8 @@ def run(engine, label: str, jobs, prompts, args) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--personas", type=int, default=16)
+    parser.add_argument("--personas", default="32,128", help="sizes, comma-separated")
+    parser.add_argument("--sequential", type=int, default=8, help="personas run one at a time")
     parser.add_argument("--sessions", type=int, default=2)
     parser.add_argument("--turns", type=int, default=2)
     parser.add_argument("--max-tokens", type=int, default=96)
@@ -162,57 +183,69 @@ def main() -> None:
     )
 
     prompts = PromptLibrary(REPO / "prompts")
-    personas = make_personas(args.personas, args.seed)
     catalogue = load_catalogue(
         REPO / "taxonomies" / "human.topics.yaml", load_taxonomy(REPO / "taxonomies" / "human.yaml")
     )
-    timelines = [
-        build_timeline(
-            p,
-            catalogue=catalogue,
-            sessions=args.sessions,
-            seed=args.seed,
-            update_probability=args.update_probability,
-        )
-        for p in personas
-    ]
-    results = [run(engine, "turn-synchronous", [(personas, timelines)], prompts, args)]
-    if not args.skip_sequential:
-        jobs = [([p], [t]) for p, t in zip(personas, timelines, strict=True)]
-        results.append(run(engine, "one conversation at a time", jobs, prompts, args))
 
+    def timelines_of(personas):
+        return [
+            build_timeline(
+                p,
+                catalogue=catalogue,
+                sessions=args.sessions,
+                seed=args.seed,
+                update_probability=args.update_probability,
+            )
+            for p in personas
+        ]
+
+    sizes = [int(n) for n in str(args.personas).split(",")]
+    baseline = None
+    if not args.skip_sequential:
+        few = make_personas(min(args.sequential, max(sizes)), args.seed)
+        jobs = [([p], [t]) for p, t in zip(few, timelines_of(few), strict=True)]
+        baseline = run(engine, f"one at a time ({len(few)} personas)", jobs, prompts, args)
     print(
-        f"\n{args.personas} personas x {args.sessions} sessions x {args.turns} turns, mode={args.mode}, "
-        f"max_tokens={args.max_tokens}, model={engine.model_name}\n"
+        f"\n{args.sessions} sessions x {args.turns} turns per persona, mode={args.mode}, "
+        f"max_tokens={args.max_tokens}, model={engine.model_name}"
     )
-    print(
-        "| generation | conversations (rejected) | engine calls | effective batch size | output tokens | seconds | output tokens/s |"
-    )
-    print("|---|---|---|---|---|---|---|")
-    for r in results:
+    for n in sizes:
+        personas = make_personas(n, args.seed)
+        timelines = timelines_of(personas)
+        results = [
+            run(engine, "flows", [(personas, timelines)], prompts, args),
+            run(
+                RoundsOnly(engine),
+                "turn-synchronous rounds",
+                [(personas, timelines)],
+                prompts,
+                args,
+            ),
+        ]
+        if baseline is not None:
+            results.append(baseline)
+        print(f"\n{n} personas ({n * args.sessions} conversations)\n")
         print(
-            f"| {r['label']} | {r['conversations']} ({r['rejected']}) | {r['calls']} | {r['batch']:.1f} | "
-            f"{r['tokens']} | {r['seconds']:.1f} | {r['rate']:.1f} |"
+            "| generation | conversations (rejected) | engine calls | requests | output tokens | seconds | output tokens/s | vs one at a time |"
         )
-    if len(results) == 2 and results[1]["rate"]:
-        print(
-            f"\nthroughput ratio (turn-synchronous / one at a time): {results[0]['rate'] / results[1]['rate']:.2f}x"
-        )
-    mentioned, total = results[0]["mentions"]
-    if total:
-        print(
-            f"updated preference named by the user in the session after the update: {mentioned}/{total}"
-        )
-    for record in results[0]["records"][: args.show]:
-        print(
-            f"\n## {record['conversation_id']} ({record['topic']}) updates={record['profile_updates']}"
-        )
-        for turn in record["turns"]:
-            print(f"[{turn['role']}] {turn['content']}")
-    for rejection in results[0]["rejections"][: args.show]:
-        print(
-            f"\nREJECTED {rejection['record_id']}: {rejection['reason']}\n  raw={rejection['raw'][:300]!r}"
-        )
+        print("|---|---|---|---|---|---|---|---|")
+        for r in results:
+            ratio = f"{r['rate'] / baseline['rate']:.1f}x" if baseline and baseline["rate"] else ""
+            print(
+                f"| {r['label']} | {r['conversations']} ({r['rejected']}) | {r['calls']} | {r['requests']} | "
+                f"{r['tokens']} | {r['seconds']:.1f} | {r['rate']:.1f} | {ratio} |"
+            )
+        mentioned, total = results[0]["mentions"]
+        if total:
+            print(
+                f"\nupdated preference named by the user in the session after the update: {mentioned}/{total}"
+            )
+        for record in results[0]["records"][: args.show]:
+            print(
+                f"\n## {record['conversation_id']} ({record['topic']}) updates={record['profile_updates']}"
+            )
+            for turn in record["turns"]:
+                print(f"- {turn['role']}: {turn['content']}")
 
 
 if __name__ == "__main__":

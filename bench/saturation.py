@@ -10,9 +10,10 @@ counters (`vllm:generation_tokens`, `vllm:prompt_tokens`, `vllm:prefix_cache_que
 - (b) `personaloom generate --engine openai --critic-rounds 0` at the quick and the deep
   preset (`--concurrency` = --in-flight), timed over its generation (the run's batch
   seconds);
-- (a) a raw client keeping --in-flight requests in flight, each with a distinct prompt as
-  long as (b)'s mean request (random words, so nothing of it is cached) and exactly (b)'s
-  mean output length (`min_tokens`): what the server can generate at that concurrency;
+- (a) after each (b), a raw client keeping --in-flight requests in flight (--raw-waves x
+  --in-flight of them), each prompt as long as that (b)'s mean request (random words, so
+  hardly any of it is cached) and each output exactly its mean output (`min_tokens`): what
+  the server generates at that concurrency for requests of that size;
 - (c) the offline engine (`--engine vllm`, its own engine in the process) on the same
   personas, from the run's own counters (the served engine is idle meanwhile).
 
@@ -23,6 +24,7 @@ share, personas per minute, and (b) / (a).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import random
 import re
@@ -47,6 +49,9 @@ COUNTERS = {
     "cache_queries": "vllm:prefix_cache_queries_total",
     "cache_hits": "vllm:prefix_cache_hits_total",
 }
+
+
+WORDS = "river lamp copper violet market window garden orbit pencil thunder".split()
 
 
 def counters(server: VLLMServer) -> dict[str, float]:
@@ -74,17 +79,17 @@ def run_generate(out: Path, args: argparse.Namespace, preset: str, extra: list[s
     wall = time.perf_counter() - started
     if done.returncode != 0:
         raise SystemExit(f"generate exited {done.returncode}:\n{done.stderr[-3000:]}")
-    manifest = json.loads((out / "manifest.json").read_text())
+    manifest = json.loads((out / ".personaloom" / "manifest.json").read_text())
     throughput = manifest["throughput"]
     return {"wall": wall, **throughput}
 
 
 def raw_client(server: VLLMServer, n: int, in_flight: int, prompt_words: int, out_tokens: int):
     rng = random.Random(5)
-    words = "river lamp copper violet market window garden orbit pencil thunder".split()
+    words = WORDS
 
     def one(k: int) -> None:
-        prompt = " ".join(rng.choice(words) for _ in range(prompt_words)) + f" {k}"
+        prompt = " ".join(rng.choice(words) for _ in range(prompt_words))
         body = {
             "model": server.model,
             "messages": [{"role": "user", "content": prompt}],
@@ -101,12 +106,30 @@ def raw_client(server: VLLMServer, n: int, in_flight: int, prompt_words: int, ou
     return time.perf_counter() - started
 
 
+def words_for(server: VLLMServer, tokens: float) -> int:
+    """Random words that make a chat prompt of about `tokens` tokens (the server counts)."""
+    sample = " ".join(WORDS * 20)
+    counted = httpx.post(
+        server.url.removesuffix("/v1") + "/tokenize",
+        json={"model": server.model, "messages": [{"role": "user", "content": sample}]},
+        timeout=30,
+    ).json()["count"]
+    empty = httpx.post(
+        server.url.removesuffix("/v1") + "/tokenize",
+        json={"model": server.model, "messages": [{"role": "user", "content": ""}]},
+        timeout=30,
+    ).json()["count"]
+    per_word = (counted - empty) / (len(WORDS) * 20)
+    return max(int((tokens - empty) / per_word), 1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--personas", type=int, default=16)
     parser.add_argument("--in-flight", type=int, default=16)
     parser.add_argument("--max-num-seqs", type=int, default=16)
     parser.add_argument("--presets", default="quick,deep")
+    parser.add_argument("--raw-waves", type=int, default=4, help="(a) sends waves x in-flight")
     parser.add_argument("--no-offline", action="store_true", help="skip part (c)")
     args = parser.parse_args()
 
@@ -120,12 +143,11 @@ def main() -> None:
         try:
             served = ["--engine", "openai", "--base-url", server.url, "--model", server.model,
                       "--concurrency", str(args.in_flight)]  # fmt: skip
-            first = None
             for preset in args.presets.split(","):
                 before = counters(server)
                 result = run_generate(base / f"b-{preset}", args, preset, served)
                 seen = delta(before, counters(server))
-                first = first or (result, seen)
+                calls = max(result["requests"], 1)
                 rows.append(
                     {
                         "part": f"(b) personaloom, {preset}",
@@ -135,33 +157,32 @@ def main() -> None:
                         if seen["cache_queries"]
                         else None,
                         "personas_per_min": 60 * result["personas"] / result["seconds"],
-                        "requests": None,
+                        "requests": f"{calls} x {seen['prompt'] / calls:.0f} prompt / "
+                        f"{seen['generated'] / calls:.0f} out",
                     }
                 )
-            # (a): the same number of requests as the first preset's run, same mean lengths
-            result, seen = first
-            calls = max(result["requests"], 1)
-            prompt_tokens = seen["prompt"] / calls
-            out_tokens = max(int(seen["generated"] / calls), 8)
-            requests = max(calls, 2 * args.in_flight)
-            before = counters(server)
-            seconds = raw_client(
-                server, requests, args.in_flight, int(prompt_tokens * 0.75), out_tokens
-            )
-            raw = delta(before, counters(server))
-            rows.insert(
-                0,
-                {
-                    "part": f"(a) raw client, {args.in_flight} in flight",
-                    "tokens_per_s": raw["generated"] / seconds,
-                    "prompt_per_persona": None,
-                    "cached": raw["cache_hits"] / raw["cache_queries"]
-                    if raw["cache_queries"]
-                    else None,
-                    "personas_per_min": None,
-                    "requests": f"{requests} x {raw['prompt'] / requests:.0f} prompt / {raw['generated'] / requests:.0f} out",
-                },
-            )
+                # (a) for this preset: requests as long as its mean request, prompts and
+                # outputs; --raw-waves x --in-flight of them
+                prompt_tokens = seen["prompt"] / calls
+                out_tokens = max(int(seen["generated"] / calls), 8)
+                requests = args.raw_waves * args.in_flight
+                words = words_for(server, prompt_tokens)
+                before = counters(server)
+                seconds = raw_client(server, requests, args.in_flight, words, out_tokens)
+                raw = delta(before, counters(server))
+                rows.append(
+                    {
+                        "part": f"(a) raw client, {preset} lengths",
+                        "tokens_per_s": raw["generated"] / seconds,
+                        "prompt_per_persona": None,
+                        "cached": raw["cache_hits"] / raw["cache_queries"]
+                        if raw["cache_queries"]
+                        else None,
+                        "personas_per_min": None,
+                        "requests": f"{requests} x {raw['prompt'] / requests:.0f} prompt / "
+                        f"{raw['generated'] / requests:.0f} out",
+                    }
+                )
         finally:
             server.kill()
         if not args.no_offline:
@@ -190,10 +211,10 @@ def main() -> None:
             f"| {_fmt(row['cached'], '{:.0%}')} | {_fmt(row['personas_per_min'], '{:.1f}')} "
             f"| {row['requests'] or ''} |"
         )
-    limit = rows[0]["tokens_per_s"]
-    for row in rows[1:]:
-        if row["part"].startswith("(b)"):
-            print(f"\n{row['part']} / (a): {row['tokens_per_s'] / limit:.2f} (target >= 0.8)")
+    for ours, raw in itertools.pairwise(rows):
+        if ours["part"].startswith("(b)") and raw["part"].startswith("(a)"):
+            ratio = ours["tokens_per_s"] / raw["tokens_per_s"]
+            print(f"\n{ours['part']} / {raw['part']}: {ratio:.2f} (target >= 0.8)")
 
 
 def _fmt(value, spec: str) -> str:

@@ -145,6 +145,13 @@ def test_the_flow_run_published_its_figures_as_a_prefect_artifact(corpus):
     )
     assert figures["tokens_per_s"] == manifest["throughput"]["tokens_per_s"]
     assert figures["duration_s"] > 0 and "persona duplicate rate" in figures
+    # the offline engine reports each request's prefix-cache hits: a persona's requests
+    # share their opening (system text, profile), so a good part of the prompt is cached
+    throughput = manifest["throughput"]
+    assert throughput["prompt_tokens_per_persona"] > 0
+    assert 0.3 < throughput["cached_share"] < 1, throughput
+    card = (out / "README.md").read_text()
+    assert f"{100 * throughput['cached_share']:.0f}% of them from the prefix cache" in card
 
 
 def test_personas_carry_sampled_and_generated_attributes_and_a_narrative(corpus):

@@ -18,6 +18,7 @@ One server for the module. The story:
 from __future__ import annotations
 
 import collections
+import json
 import os
 import subprocess
 import sys
@@ -157,6 +158,14 @@ def test_the_same_command_finishes_against_the_restarted_server(served: Served) 
     for p in personas:
         generated = [a for a in p["attributes"] if a["source"] == "generated"]
         assert generated, p["persona_id"]
+    # the server reports cached prompt tokens (--enable-prompt-tokens-details): a persona's
+    # requests share their opening (system text, profile), so some are cache hits
+    throughput = json.loads((served.out / ".personaloom" / "manifest.json").read_text())[
+        "throughput"
+    ]
+    assert throughput["prompt_tokens"] > 0 and throughput["cache_counted"] > 0
+    assert 0 < throughput["cached_share"] < 1
+    assert throughput["prompt_tokens_per_persona"] > 0
 
 
 def test_the_server_never_held_more_than_the_concurrency(served: Served) -> None:

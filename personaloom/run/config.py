@@ -134,7 +134,14 @@ class RunConfig(BaseModel):
         ShardSpec(), description="k/n: this worker takes ids i with i mod n == k"
     )
     preset: Preset = Field("quick", description="sampling preset: quick or deep")
-    batch_size: int = Field(64, ge=1, le=100_000, description="personas per committed batch")
+    batch_size: int | None = Field(
+        None,
+        ge=1,
+        le=100_000,
+        description="personas per committed batch (default: derived from the engine: "
+        "--engine-option max_num_seqs, else vLLM's own 256; --concurrency for --engine "
+        "openai; recorded by the first run and kept on resume)",
+    )
     max_candidates: int | None = Field(
         None,
         ge=1,

@@ -79,7 +79,7 @@ class Run:
 
     def initial_batches(self) -> list[list[int]]:
         ids = self.persona_ids()
-        size = self.config.batch_size
+        size = self.config.batch_size or derived_batch_size(self.config)
         return [ids[i : i + size] for i in range(0, len(ids), size)]
 
     def replacement_plan(self) -> replacements.ReplacementPlan:
@@ -228,6 +228,36 @@ class Validated:
     taxonomy: Any
     content_hashes: dict[str, str]
     fingerprint: str
+    config: RunConfig  # with its batch size resolved (`resolve_batch_size`)
+
+
+# vLLM's own max_num_seqs for the offline LLM on CPU and on most GPUs (1024 on H100-class
+# GPUs, where a user who wants more in flight sets --engine-option max_num_seqs=1024).
+VLLM_MAX_NUM_SEQS = 256
+
+
+def derived_batch_size(config: RunConfig) -> int:
+    """Personas per batch when the run does not say: as many as the engine runs at once.
+
+    Each persona of a batch is a flow with one request in flight (enrichment, narrative,
+    turns), so a batch of max_num_seqs personas keeps the offline engine's running batch
+    full; for an HTTP endpoint, --concurrency is what it takes at once."""
+    if config.engine == "openai":
+        return config.concurrency
+    return int(config.engine_options.get("max_num_seqs") or VLLM_MAX_NUM_SEQS)
+
+
+def resolve_batch_size(config: RunConfig, out: Path, restart: bool) -> RunConfig:
+    """`config` with a batch size: its own, else the one the run in `out` recorded (a
+    resumed run keeps its batches even when the engine options that derived it changed,
+    which they may: max_num_seqs and concurrency only change speed), else derived."""
+    if config.batch_size is not None:
+        return config
+    size = None
+    if not restart:
+        recorded = (RunState(out).read_manifest() or {}).get("config") or {}
+        size = recorded.get("batch_size")
+    return config.model_copy(update={"batch_size": int(size or derived_batch_size(config))})
 
 
 # One validation per run and process: `generate` validates before it starts Prefect (so bad
@@ -247,6 +277,7 @@ def validate(
     """Every check of a run's input that can fail (exit 2), including that `out` holds no
     run of another configuration (unless `restart`); reads, never writes."""
     out = Path(out)
+    config = resolve_batch_size(config, out, restart)
     text = config.to_yaml()
     if redact(text) != text:
         raise UserError(
@@ -295,7 +326,7 @@ def validate(
                 f"{state.config_path} with your options); pass --restart to start over or "
                 f"choose another folder"
             )
-    _VALIDATED[key] = Validated(project, taxonomy_path, taxonomy, hashes, fingerprint)
+    _VALIDATED[key] = Validated(project, taxonomy_path, taxonomy, hashes, fingerprint, config)
     return _VALIDATED[key]
 
 
@@ -314,6 +345,7 @@ def prepare(
     resumed run keeps the command that started it unless it is given again."""
     out = Path(out)
     checked = validate(config, out, project_dir=project_dir, restart=restart)
+    config = checked.config
     run = Run(config, out, checked.project, checked.taxonomy_path, checked.fingerprint)
     state = run.state
     if restart:
@@ -431,7 +463,6 @@ def run_batch(run: Run, batch: int) -> dict[str, Any]:
     if state.is_done(batch):
         return state.batch_summary(batch)
     ids = run.batches()[batch]
-    started = time.perf_counter()
     engine = get_engine(run.engine_spec)
     before = _token_counts(engine)
     prompts = run.prompts()
@@ -439,6 +470,9 @@ def run_batch(run: Run, batch: int) -> dict[str, Any]:
     judges_on = judge_spec(run.config)
     if judges_on is not None and plan.judges("persona") + plan.judges("conversation"):
         plan = dataclasses.replace(plan, judge_engine=get_engine(judges_on))
+    # the batch's seconds are its generation's: loading the engines (first batch) is not
+    # counted, so output tokens/s compares across batches, runs and engines
+    started = time.perf_counter()
     drafts, rejected = sample_drafts(run, ids)
     unused = {d.index: d for d in drafts if d.rejected is None}
 
@@ -501,6 +535,7 @@ def run_batch(run: Run, batch: int) -> dict[str, Any]:
 def _token_counts(engine) -> dict[str, int]:
     stats = engine.stats
     return {
+        "requests": stats.requests,
         "output_tokens": stats.output_tokens,
         "prompt_tokens": stats.prompt_tokens,
         "cached_tokens": stats.cached_tokens,
@@ -646,7 +681,7 @@ def plan_replacements(run: Run) -> list[int]:
         shard_index=shard.index,
         shard_count=shard.count,
         max_candidates=run.max_candidates,
-        batch_size=run.config.batch_size,
+        batch_size=run.config.batch_size or derived_batch_size(run.config),
         first_batch=len(batches),
     )
     plan.save(state.root)

@@ -13,6 +13,7 @@ SUMMED = (
     "cache_counted",
     "seconds",
     "personas",
+    "requests",
 )
 
 
@@ -33,6 +34,7 @@ def throughput(rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
         "tokens_per_s": round(total["output_tokens"] / seconds, 1) if seconds else None,
         "prompt_tokens": int(total["prompt_tokens"]),
         "personas": int(total["personas"]),
+        "requests": int(total["requests"]),
         "prompt_tokens_per_persona": round(total["prompt_tokens"] / total["personas"])
         if total["personas"]
         else None,

