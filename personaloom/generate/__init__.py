@@ -2,7 +2,7 @@
 
 Holds persona enrichment and narration (`personas`), the symbolic session timeline with
 profile updates (`timeline`), its topic and preference catalogue loaded from the corpus
-project (`topics`), turn-synchronous conversations (`conversations`), multiple-choice
+project (`topics`), multi-session conversations (`conversations`), multiple-choice
 probes derived from the timeline (`probes`) and the Jinja prompt library (`prompts`).
 Guarantees: every request carries its own seed derived from (run seed, persona, stage,
 attempt); nothing here writes files or knows about runs.

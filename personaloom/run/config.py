@@ -153,7 +153,7 @@ class RunConfig(BaseModel):
         default_factory=list, description="PATH=SHARES quota, e.g. demographics.age_band=uniform"
     )
     conversation_mode: ConversationMode = Field(
-        "turns", description="turns (turn-synchronous) or one_call (a session as one JSON)"
+        "turns", description="turns (one request per turn) or one_call (a session as one JSON)"
     )
     update_probability: float = Field(
         0.5, ge=0.0, le=1.0, description="chance of a preference change between sessions"

@@ -277,6 +277,8 @@ def validate(
     """Every check of a run's input that can fail (exit 2), including that `out` holds no
     run of another configuration (unless `restart`); reads, never writes."""
     out = Path(out)
+    # engine options first: the derived batch size reads max_num_seqs from them
+    check_engine_options(config.engine_options, config.engine)
     config = resolve_batch_size(config, out, restart)
     text = config.to_yaml()
     if redact(text) != text:
@@ -290,7 +292,6 @@ def validate(
     key = (text, str(out.resolve()), str(project.root), restart, tuple(sorted(hashes.items())))
     if key in _VALIDATED:
         return _VALIDATED[key]
-    check_engine_options(config.engine_options, config.engine)
     _check_judge_engine(config)
     taxonomy = load_taxonomy_cached(taxonomy_path)
     load_rules_cached(project, taxonomy_path)
