@@ -6,8 +6,8 @@ building, structured-output parsing and validation, record assembly) plus writin
 Parquet shard, on the same engine in the same run. Prints output tokens/s for both and the
 pipeline/raw ratio (target >= 0.9), and what writing the sections in order costs in prompt
 tokens: the prompt tokens per persona with the earlier sections in every prompt (the
-fields generated before, a digest of the earlier narrative paragraphs) and without them
-(`context_chars=0`, one extra warm-up pass; the outputs of that pass differ, so the
+fields generated before, the earlier narrative paragraphs) and without them
+(`context=False`, one extra warm-up pass; the outputs of that pass differ, so the
 difference is an estimate of the extra tokens, not an exact count).
 
     .venv/bin/python bench/generation.py [--personas 32] [--repeat 2]
@@ -95,8 +95,8 @@ def main() -> None:
         # The same stages without the earlier sections in the prompts (not recorded).
         blind = copy.deepcopy(drafts)
         tokens_before = engine.stats.prompt_tokens
-        enrich(engine, prompts, blind, seed=args.seed, context_chars=0)
-        narrate(engine, prompts, blind, seed=args.seed, context_chars=0)
+        enrich(engine, prompts, blind, seed=args.seed, context=False)
+        narrate(engine, prompts, blind, seed=args.seed, context=False)
         without_context = engine.stats.prompt_tokens - tokens_before
 
         def raw_pass() -> tuple[int, float]:

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from personaloom.critic.rounds import CriticPlan, persona_rounds
+from personaloom.critic.settings import load_critic_config
 from personaloom.engine.base import Completion, EngineStats, GenerationRequest
 from personaloom.engine.flows import StreamingEngine, run_flows
 from personaloom.engine.openai_engine import OpenAIEngine
@@ -26,9 +28,9 @@ from personaloom.generate.conversations import ConverseStats, generate_sessions
 from personaloom.generate.personas import PersonaDraft, write_personas
 from personaloom.generate.prompts import PromptLibrary
 from personaloom.taxonomy.loader import load_taxonomy
-from personaloom.taxonomy.sampling import sample_skeletons
 from tests.httpstub import ChatServer
 from tests.test_conversations import batch, canned
+from tests.test_identity import drafts_for
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -46,11 +48,15 @@ def answer(request: GenerationRequest) -> str:
         return "" if request.json_schema is None else "not json"
     if request.json_schema is not None:
         properties = request.json_schema["properties"]
+        if "score" in properties:  # a judge: every score 1-5 occurs
+            return json.dumps({"rationale": f"because {mark}", "score": int(mark, 16) % 5 + 1})
         if "turns" in properties:
             return canned(request)
         return json.dumps({k: f"value of {k} [{mark}]" for k in properties})
     if "/narrate/" in request.request_id:
-        return f"Paragraph {mark} about this persona, written in whole sentences for a test."
+        words = [hashlib.sha256(f"{mark}{i}".encode()).hexdigest()[:7] for i in range(7)]
+        glue = "the of and to in with for".split()
+        return f"Paragraph {mark} says {' '.join(f'{g} {w}' for g, w in zip(glue, words, strict=True))}."
     return f"{canned(request)} [{mark}]"
 
 
@@ -93,18 +99,7 @@ class ShuffledStream(RoundsEngine):
 
 def drafts(n: int) -> list[PersonaDraft]:
     tax = load_taxonomy(REPO / "taxonomies" / "human.yaml")
-    return [
-        PersonaDraft(
-            index=sk.index,
-            seed=0,
-            taxonomy=tax.ref,
-            sampled=list(sk.attributes),
-            pending=list(sk.generated),
-            name=sk.name,
-        )
-        for sk in sample_skeletons(tax, 0, range(n), "quick")
-        if not sk.rejected
-    ]
+    return [d for d in drafts_for(tax, n) if d.rejected is None]
 
 
 @pytest.fixture(scope="module")
@@ -189,6 +184,53 @@ def test_a_persona_moves_on_without_waiting_for_the_rest_of_the_batch(prompts):
     # every persona's requests were in the queue from the start
     submitted_first = [rid for kind, rid in engine.log[: len(batch_drafts)] if kind == "submit"]
     assert len(submitted_first) == len(batch_drafts)
+
+
+def rounds_with(engine, prompts, judge_engine=None):
+    """Two critic rounds over 8 personas, rule critics and the three persona judges in
+    filter mode; the judges on `judge_engine` when given (then after the batch)."""
+    config = load_critic_config(REPO / "validators", prompts)
+    plan = CriticPlan(config, rounds=2, mode="filter", judge_engine=judge_engine)
+    result = persona_rounds(
+        engine,
+        prompts,
+        lambda ids: [d for d in drafts(8) if d.index in ids],
+        list(range(8)),
+        plan,
+        seed=7,
+        max_tokens_section=48,
+        max_tokens_narrative=64,
+    )
+    return result.accepted, result.rejected, result.report()
+
+
+def test_judges_run_in_each_personas_flow_with_the_verdicts_of_a_batch_review(prompts):
+    """With the judges on the generating engine, a persona is judged in its own flow as
+    soon as its narrative is written: the same kept and rejected personas, scores and
+    per-round report as judging the whole batch afterwards on a separate judge engine
+    (the same double), whatever order the stream answers in."""
+    reference = rounds_with(RoundsEngine(), prompts, judge_engine=RoundsEngine())
+    accepted, rejected, _ = reference
+    judged = {row["critic"] for row in rejected} & {
+        "faithfulness",
+        "naturalness",
+        "safety",
+        "score",
+    }
+    assert accepted and judged, "the double should both keep personas and have judges reject some"
+    assert all("judge_faithfulness" in p["scores"] for p in accepted)
+    assert rounds_with(RoundsEngine(), prompts) == reference
+    for order_seed in (1, 2):
+        engine = ShuffledStream(order_seed)
+        assert rounds_with(engine, prompts) == reference
+        answered = [rid for kind, rid in engine.log if kind == "answer"]
+        submitted = [rid for kind, rid in engine.log if kind == "submit"]
+        first_judge = next(i for i, (kind, rid) in enumerate(engine.log) if "/judge/" in rid)
+        last_narrative = max(
+            i for i, (kind, rid) in enumerate(engine.log) if kind == "answer" and "/narrate/" in rid
+        )
+        # judging started while other personas were still being written: no barrier
+        assert first_judge < last_narrative, (submitted[:3], answered[-3:])
 
 
 def test_run_flows_handles_several_requests_per_step_and_flows_that_ask_nothing():

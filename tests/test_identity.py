@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from personaloom.errors import UserError
-from personaloom.generate.personas import NARRATIVE_SECTIONS, PersonaDraft, digest, enrich, narrate
+from personaloom.generate.personas import NARRATIVE_SECTIONS, PersonaDraft, enrich, narrate
 from personaloom.generate.prompts import PromptLibrary
 from personaloom.project import Project
 from personaloom.taxonomy import TaxonomyError, load_taxonomy, parse_taxonomy
@@ -427,12 +427,28 @@ def test_sections_go_in_order_with_the_name_and_earlier_sections_in_every_prompt
         assert len(call) == len(drafts)
         for request in call:
             draft = next(d for d in drafts if request.request_id.startswith(d.persona_id))
+            # one conversation: the first request's user turn carries the name and the
+            # profile, each earlier paragraph follows as the assistant's turn, whole
+            roles = [m["role"] for m in request.messages]
+            assert roles == ["system", *["user", "assistant"] * k, "user"]
+            opening = request.messages[1]["content"]
+            assert draft.name in opening and "Here is what we know" in opening
+            said = [m["content"] for m in request.messages if m["role"] == "assistant"]
+            assert said == [draft.sections[e] for e in list(NARRATIVE_SECTIONS)[:k]]
+            for earlier, text in zip(NARRATIVE_SECTIONS, said, strict=False):
+                assert text.startswith(f"Opening sentence of {earlier} for {draft.persona_id}")
+            # the per-section instruction comes last, after the shared part
             user = request.messages[-1]["content"]
             assert draft.name in user
-            for earlier in list(NARRATIVE_SECTIONS)[:k]:
-                assert f"Opening sentence of {earlier} for {draft.persona_id}" in user
-            # the per-section instruction comes last, after the shared part
             assert user.rstrip().splitlines()[-1].startswith("Write one paragraph")
+            if k:
+                assert "Here is what we know" not in user and "earlier paragraphs" in user
+            # a request's prefix is the one before it plus its answer (the prefix cache)
+            if k:
+                before = next(
+                    r for r in narrate_calls[k - 1] if r.request_id.startswith(draft.persona_id)
+                )
+                assert request.messages[: len(before.messages)] == before.messages
     for call in engine.calls[:enrich_calls]:
         for request in call:
             draft = next(d for d in drafts if request.request_id.startswith(d.persona_id))
@@ -454,7 +470,7 @@ def test_a_taxonomys_own_narrative_sections_replace_the_default_six():
     ]
     second = engine.calls[1][0]
     assert "at the clinic: how they deal with doctors" in second.messages[-1]["content"]
-    assert "Opening sentence of health_story" in second.messages[-1]["content"]
+    assert "Opening sentence of health_story" in second.messages[-2]["content"]
     record = drafts[0].record("scripted")
     assert list(record["sections"]) == ["health_story", "at_the_clinic"]
     assert record["narrative"].index("health_story") < record["narrative"].index("at_the_clinic")
@@ -467,13 +483,6 @@ def test_an_enrichment_prompt_carries_what_earlier_sections_generated():
     enrich(engine, PromptLibrary(REPO / "prompts"), drafts, seed=0)
     last = engine.calls[2][0].messages[-1]["content"]
     assert "Already established" in last and "value of" in last
-
-
-def test_the_digest_is_bounded():
-    text = "First sentence here. " + "Second sentence is long. " * 30
-    assert digest(text, 60) == "First sentence here. Second sentence is long."
-    assert len(digest("word " * 200, 50)) <= 54
-    assert digest("Short.", 50) == "Short."
 
 
 def test_the_name_column_is_in_the_persona_schema():

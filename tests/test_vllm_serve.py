@@ -12,7 +12,9 @@ One server for the module. The story:
    kept or rejected exactly once, N kept;
 3. while both ran, the server's own gauges (running + waiting requests, polled from its
    /metrics) never exceeded `--concurrency` (3), though the engine calls of a batch of 4
-   personas carry 4 requests or more, and more than one request was in flight.
+   personas carry 4 requests or more, and more than one request was in flight;
+4. the server runs with VLLM_SERVER_DEV_MODE=1, so it reports its max_num_seqs (16) on
+   /server_info: a run without --concurrency takes that many in flight.
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ import pytest
 
 from personaloom import schema as S
 from personaloom.engine.embedded import embedded_model_dir
+from personaloom.engine.openai_engine import server_max_num_seqs
+from personaloom.run.config import RunConfig
+from personaloom.run.pipeline import resolve_concurrency
 from personaloom.state.run_state import RunState
 from tests.support.vllm_server import VLLMServer
 from tests.test_resume_after_kill import make_project
@@ -57,6 +62,8 @@ class Served:
     rejected_after_outage: int = 0
     second: subprocess.CompletedProcess[str] | None = None
     peak: int = 0
+    reported: int | None = None  # the server's max_num_seqs, as personaloom reads it
+    resolved: int | None = None  # --concurrency of a run that does not set it
 
 
 def _command(served: Served) -> list[str]:
@@ -78,7 +85,7 @@ def _rejected_rows(out: Path) -> list[dict]:
 def served(tmp_path_factory: pytest.TempPathFactory) -> Served:
     base = tmp_path_factory.mktemp("serve")
     make_project(base / "project")
-    server = VLLMServer(embedded_model_dir(), base / "server.log", max_num_seqs=16)
+    server = VLLMServer(embedded_model_dir(), base / "server.log", max_num_seqs=16, dev_mode=True)
     served = Served(base / "corpus", server)
     env = {
         **{k: v for k, v in os.environ.items() if k != "PERSONALOOM_KILL_AT"},
@@ -113,6 +120,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Served:
             _command(served), env=env, capture_output=True, text=True, timeout=1500
         )
         served.peak = server.peak()
+        served.reported = server_max_num_seqs(server.url)
+        unset = RunConfig(engine="openai", base_url=server.url, model=server.model)
+        served.resolved = resolve_concurrency(unset).concurrency
     finally:
         server.peak()
         server.kill()
@@ -171,3 +181,8 @@ def test_the_same_command_finishes_against_the_restarted_server(served: Served) 
 def test_the_server_never_held_more_than_the_concurrency(served: Served) -> None:
     print(f"most requests the server held at once: {served.peak} (--concurrency {CONCURRENCY})")
     assert 2 <= served.peak <= CONCURRENCY
+
+
+def test_a_run_without_concurrency_takes_the_servers_max_num_seqs(served: Served) -> None:
+    assert served.reported == served.server.max_num_seqs == 16
+    assert served.resolved == 16

@@ -2,23 +2,24 @@
 
 `decide` applies the hard filters first (every rule critic, then the hard judges such as
 faithfulness and safety) and then a threshold on the combined judge score; the thresholds
-come from the settings file (`settings.Thresholds`). `review_records` runs one critic pass
-over a batch in that order (no judge tokens are spent on a record a rule already
-rejected); `rejection_rows` turns a rejection into rows of the rejected table, one per
+come from the settings file (`settings.Thresholds`). `review_flow` runs one critic pass
+over records in that order (no judge tokens are spent on a record a rule already
+rejected; `review_records` runs it on an engine); `rejection_rows` turns a rejection into rows of the rejected table, one per
 reason; `acceptance_report` sums decisions up per round and per critic.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from personaloom.critic.judges import DEFAULT_JUDGES, JudgeScore, judge_records
+from personaloom.critic.judges import DEFAULT_JUDGES, JudgeScore, judge_flow
 from personaloom.critic.rule_critics import CriticResult, RuleCritic, record_id, run_rule_critics
 from personaloom.critic.settings import Thresholds
-from personaloom.engine.base import Engine
+from personaloom.engine.base import Completion, Engine, GenerationRequest
+from personaloom.engine.flows import run_flows
 from personaloom.generate.prompts import PromptLibrary
 from personaloom.records import rejection
 
@@ -175,16 +176,42 @@ def review_records(
     kind: str,
     *,
     judges: Sequence[str] | None = None,
+    **options: Any,
+) -> list[Review]:
+    """`review_flow` over `records` on `engine` (its judges in one engine call). No engine:
+    the rules alone."""
+    flow = review_flow(
+        prompts, critics, records, kind, judges=[] if engine is None else judges, **options
+    )
+    if engine is None:
+        try:
+            next(flow)
+        except StopIteration as done:
+            return done.value
+        raise AssertionError("a review without judges asked the engine")
+    (reviews,) = run_flows(engine, [flow])
+    return reviews
+
+
+def review_flow(
+    prompts: PromptLibrary | None,
+    critics: Sequence[RuleCritic],
+    records: Sequence[dict[str, Any]],
+    kind: str,
+    *,
+    judges: Sequence[str] | None = None,
     thresholds: Thresholds | Mapping[str, Any] | None = None,
     seed: int = 0,
     personas: Mapping[str, dict[str, Any]] | None = None,
     earlier: Sequence[dict[str, Any]] = (),
     **judge_options: Any,
-) -> list[Review]:
-    """Rule critics on every record, LLM judges (one engine call) only on the records every
-    rule passed (hard filters first: no tokens spent on a record already rejected), then
-    `decide`. `judges=[]` (or no engine) runs the rules alone. Rule critics in mode
-    `advisory` only flag (an unresolved `auto` filters)."""
+) -> Generator[list[GenerationRequest], list[Completion], list[Review]]:
+    """One critic pass as a flow (`personaloom.engine.flows`): rule critics on every
+    record, then the LLM judges (one step) only on the records every rule passed (hard
+    filters first: no tokens spent on a record already rejected), then `decide`.
+    `judges=[]` runs the rules alone. Rule critics in mode `advisory` only flag (an
+    unresolved `auto` filters). Rules and judges look at one record at a time, so a record
+    gets the same review alone (in its own flow, as soon as it is written) or in a batch."""
     if not isinstance(thresholds, Thresholds):
         thresholds = Thresholds.from_settings(thresholds)
     rules = run_rule_critics(critics, records, kind, personas=personas)
@@ -196,11 +223,10 @@ def review_records(
     ]
     judged: dict[int, dict[str, JudgeScore]] = {}
     names = list(judges) if judges is not None else list(DEFAULT_JUDGES[kind])
-    if passed and names and engine is not None:
+    if passed and names:
         if prompts is None:
             raise ValueError("judging needs the prompt library")
-        scores = judge_records(
-            engine,
+        scores = yield from judge_flow(
             prompts,
             [records[i] for i in passed],
             kind,

@@ -1,22 +1,24 @@
 """LLM judges (a mixture of experts): prompting them and parsing their structured scores.
 
 Each judge is a prompt template `prompts/judge_<name>.j2` asking for a JSON object
-`{"rationale": str, "score": 1-5}` (structured output). `judge_records` sends every
-record x judge to the engine in one `generate` call; outputs that do not parse are retried
-(bounded, new seed) and then recorded as a failed judgement, never a crash.
+`{"rationale": str, "score": 1-5}` (structured output). `judge_flow` asks for every
+record x judge in one step (`judge_records` runs it on an engine); outputs that do not
+parse are retried (bounded, new seed) and then recorded as a failed judgement, never a
+crash.
 
 What the scores decide is `decision`; which judges a record kind gets is `settings`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from personaloom.critic.rule_critics import full_text, record_id
-from personaloom.engine.base import Engine, GenerationRequest
-from personaloom.engine.structured import generate_structured, parse_json
+from personaloom.engine.base import Completion, Engine, GenerationRequest
+from personaloom.engine.flows import run_flows
+from personaloom.engine.structured import parse_json, structured_batch_flow
 from personaloom.generate.prompts import PromptLibrary
 from personaloom.seeds import derive_seed
 
@@ -67,6 +69,20 @@ def judge_records(
     kind: str,
     judges: Sequence[str] | None = None,
     seed: int = 0,
+    **options: Any,
+) -> list[dict[str, JudgeScore]]:
+    """Scores of every judge for every record (one dict per record, in record order), all
+    sent to `engine` at once; `judge_flow` says what is asked and how it is read."""
+    (scores,) = run_flows(engine, [judge_flow(prompts, records, kind, judges, seed, **options)])
+    return scores
+
+
+def judge_flow(
+    prompts: PromptLibrary,
+    records: Sequence[dict[str, Any]],
+    kind: str,
+    judges: Sequence[str] | None = None,
+    seed: int = 0,
     *,
     personas: Mapping[str, dict[str, Any]] | None = None,
     earlier: Sequence[dict[str, Any]] = (),
@@ -74,9 +90,13 @@ def judge_records(
     temperature: float = 0.3,
     retries: int = 2,
     max_text_chars: int = 6000,
-) -> list[dict[str, JudgeScore]]:
-    """Scores of every judge for every record (one dict per record, in record order).
+) -> Generator[list[GenerationRequest], list[Completion], list[dict[str, JudgeScore]]]:
+    """The judging of `records` as a flow (`personaloom.engine.flows`): one step with every
+    record x judge, the unparseable ones asked again (bounded, new seed) and then recorded
+    as failed judgements, never a crash. Returns one dict per record, in record order.
 
+    Each request's prompt and seed depend only on its record and judge, so a record gets the
+    same verdicts judged alone (in its persona's flow) or with its whole batch.
     `personas` (persona_id -> persona) gives the conversation judges the persona; `earlier`
     adds sessions judged before (the consistency judge sees each conversation's earlier
     sessions from `earlier` and `records`). A judge that lacks its input (consistency for a
@@ -115,9 +135,9 @@ def judge_records(
             )
             owner[request_id] = (i, name)
     results: list[dict[str, JudgeScore]] = [{} for _ in records]
-    if not requests:
-        return results
-    values, failures = generate_structured(engine, requests, parse=parse_judgement, retries=retries)
+    values, failures = yield from structured_batch_flow(
+        requests, parse=parse_judgement, retries=retries
+    )
     for request_id, (score, rationale) in values.items():
         i, name = owner[request_id]
         results[i][name] = JudgeScore(name, score, rationale)

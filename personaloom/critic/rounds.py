@@ -23,17 +23,25 @@ the same choice per critic (`mode:` in validators/critics.yaml, `resolve_rule_mo
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from personaloom.critic.decision import Decision, acceptance_report, review_records
+from personaloom.critic.decision import (
+    Decision,
+    Review,
+    acceptance_report,
+    review_flow,
+    review_records,
+)
 from personaloom.critic.fewshot import format_fewshot, select_fewshot
 from personaloom.critic.settings import CriticConfig, Thresholds
-from personaloom.engine.base import Engine
+from personaloom.engine.base import Completion, Engine, GenerationRequest
 from personaloom.engine.embedded import EMBEDDED_MODEL
-from personaloom.generate.personas import PersonaDraft, write_personas
+from personaloom.engine.flows import run_flows
+from personaloom.generate.personas import PersonaDraft, PersonaFlow, persona_flows
 from personaloom.generate.prompts import PromptLibrary
 from personaloom.records import rejection
 from personaloom.seeds import round_seed
@@ -126,8 +134,7 @@ def persona_rounds(
         if r > 0 and pool:
             examples = select_fewshot([p for p, _ in pool], [d for _, d in pool], FEWSHOT_K)
             fewshot = format_fewshot(examples, "persona")
-        failures = write_personas(
-            engine,
+        flows = persona_flows(
             prompts,
             drafts,
             seed=rs,
@@ -136,23 +143,42 @@ def persona_rounds(
             fewshot=fewshot,
             sections=narrative,
         )
+        review = None
+        if plan.config is not None and plan.judge_engine is None:
+            # the judges share the generating engine: each persona is judged in its own
+            # flow as soon as its last section is written
+            review = functools.partial(
+                review_flow,
+                prompts,
+                plan.config.critics,
+                kind="persona",
+                judges=plan.judges("persona"),
+                thresholds=plan.thresholds(),
+                seed=rs,
+            )
+        written = run_flows(
+            engine, [_write_then_review(d, f, engine.model_name, review) for d, f in flows]
+        )
+        failures = [row for rows, _ in written for row in rows]
         for row in failures:
             row["stage"] = f"{row['stage']} (round {r})"
         result.rejected += failures
-        records = [d.record(engine.model_name) for d in drafts if d.rejected is None]
         if plan.config is None:
-            result.accepted += records
+            result.accepted += [d.record(engine.model_name) for d in drafts if d.rejected is None]
             break
-        reviews = review_records(
-            plan.judge_engine or engine,
-            prompts,
-            plan.config.critics,
-            records,
-            "persona",
-            judges=plan.judges("persona"),
-            thresholds=plan.thresholds(),
-            seed=rs,
-        )
+        if review is not None:
+            reviews = [rv for _, rv in written if rv is not None]
+        else:  # the judges' own engine: the batch's personas are judged together
+            reviews = review_records(
+                plan.judge_engine,
+                prompts,
+                plan.config.critics,
+                [d.record(engine.model_name) for d in drafts if d.rejected is None],
+                "persona",
+                judges=plan.judges("persona"),
+                thresholds=plan.thresholds(),
+                seed=rs,
+            )
         result.decisions[r] = [rv.decision for rv in reviews]
         for rv in reviews:
             if rv.decision.accepted:
@@ -169,6 +195,23 @@ def persona_rounds(
             break
     result.accepted.sort(key=lambda p: p["index"])
     return result
+
+
+def _write_then_review(
+    draft: PersonaDraft,
+    flow: PersonaFlow,
+    model: str,
+    review: Callable[..., Generator[Any, Any, list[Review]]] | None,
+) -> Generator[
+    list[GenerationRequest], list[Completion], tuple[list[dict[str, Any]], Review | None]
+]:
+    """A persona's flow, then (when `review` is given and the persona was written) its
+    critic pass: (rejection rows, review or None)."""
+    rows = yield from flow
+    if review is None or draft.rejected is not None:
+        return rows, None
+    (rv,) = yield from review([draft.record(model)])
+    return rows, rv
 
 
 Generate = Callable[

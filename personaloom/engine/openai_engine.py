@@ -82,6 +82,37 @@ def _cut_at_stop(text: str, stop: Sequence[str]) -> str:
     return text[: min(cuts)] if cuts else text
 
 
+DEFAULT_CONCURRENCY = 64  # in flight when neither --concurrency nor the server says
+
+
+def server_max_num_seqs(
+    base_url: str, api_key: str | None = None, timeout: float = 3.0
+) -> int | None:
+    """The most sequences the vLLM server at `base_url` runs at once (its `max_num_seqs`),
+    or None when it does not say.
+
+    vLLM 0.32 reports its configuration only on `/server_info`, which it serves when
+    started with VLLM_SERVER_DEV_MODE=1; `/metrics` and `/v1/models` do not carry it. Any
+    other server, an error or an unexpected body: None (the caller falls back)."""
+    root = base_url.rstrip("/").removesuffix("/v1")
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    try:
+        answer = httpx.get(
+            f"{root}/server_info",
+            params={"config_format": "json"},
+            headers=headers,
+            timeout=timeout,
+        )
+        if answer.status_code != 200:
+            return None
+        value = answer.json()["vllm_config"]["scheduler_config"]["max_num_seqs"]
+    except (httpx.HTTPError, ValueError, KeyError, TypeError):
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        return None
+    return value
+
+
 class OpenAIEngine:
     def __init__(
         self,

@@ -49,6 +49,11 @@ _lock = threading.Lock()
 _engines: dict[tuple, Engine] = {}
 
 
+def api_key() -> str | None:
+    """The key an OpenAI-compatible endpoint gets (from the environment only)."""
+    return os.environ.get("PERSONALOOM_API_KEY") or os.environ.get("OPENAI_API_KEY")
+
+
 def create_engine(spec: EngineSpec | None = None, **overrides: Any) -> Engine:
     """Build a new engine (use `get_engine` to share one per process)."""
     spec = spec or EngineSpec(**overrides)
@@ -59,7 +64,7 @@ def create_engine(spec: EngineSpec | None = None, **overrides: Any) -> Engine:
         return OpenAIEngine(
             spec.base_url or "",
             spec.model,
-            api_key=os.environ.get("PERSONALOOM_API_KEY") or os.environ.get("OPENAI_API_KEY"),
+            api_key=api_key(),
             concurrency=spec.concurrency,
             **spec.extra,
         )

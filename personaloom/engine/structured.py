@@ -6,6 +6,7 @@ returned as a rejection with its raw text and reason: never dropped, never a cra
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, replace
@@ -14,6 +15,7 @@ from typing import Any
 import jsonschema
 
 from personaloom.engine.base import Completion, Engine, GenerationRequest
+from personaloom.engine.flows import run_flows
 from personaloom.seeds import retry_seed
 
 
@@ -41,7 +43,7 @@ def parse_json(text: str) -> Any:
 
 
 def validate_against(schema: dict[str, Any]) -> Callable[[str], Any]:
-    validator = jsonschema.Draft202012Validator(schema)
+    validator = _validator(json.dumps(schema, sort_keys=True))
 
     def parse(text: str) -> Any:
         value = parse_json(text)
@@ -52,6 +54,12 @@ def validate_against(schema: dict[str, Any]) -> Callable[[str], Any]:
         return value
 
     return parse
+
+
+@functools.lru_cache(maxsize=256)
+def _validator(schema: str) -> jsonschema.Draft202012Validator:
+    """One compiled validator per schema (every persona's section k has the same one)."""
+    return jsonschema.Draft202012Validator(json.loads(schema))
 
 
 def parser_for(request: GenerationRequest, parse: Callable[[str], Any] | None) -> Callable:
@@ -73,51 +81,28 @@ def _failure_reason(completion: Completion, parse: Callable[[str], Any]) -> tupl
         return None, f"unparseable output ({completion.finish_reason}): {exc}"
 
 
-def structured_flow(
-    request: GenerationRequest,
-    parse: Callable[[str], Any] | None = None,
-    *,
-    retries: int = 2,
-) -> Generator[list[GenerationRequest], list[Completion], tuple[Any, Rejection | None]]:
-    """One request as a flow step (`personaloom.engine.flows`), parsed and retried exactly
-    as `generate_structured` does (same retry seeds): (value, None) or (None, rejection)."""
-    parser = parser_for(request, parse)
-    first_seed = request.seed
-    failure: Rejection | None = None
-    for attempt in range(retries + 1):
-        (completion,) = yield [request]
-        value, reason = _failure_reason(completion, parser)
-        if not reason:
-            return value, None
-        failure = Rejection(request.request_id, reason, completion.text)
-        seed = None if first_seed is None else retry_seed(first_seed, attempt + 1)
-        request = replace(request, seed=seed)
-    return None, failure
-
-
-def generate_structured(
-    engine: Engine,
+def structured_batch_flow(
     requests: Sequence[GenerationRequest],
     parse: Callable[[str], Any] | None = None,
     *,
     retries: int = 2,
-) -> tuple[dict[str, Any], list[Rejection]]:
-    """Run `requests`, parse each output; failed ones are retried as one smaller batch.
+) -> Generator[list[GenerationRequest], list[Completion], tuple[dict[str, Any], list[Rejection]]]:
+    """`requests` as one flow step (`personaloom.engine.flows`), parsed; the failed ones are
+    asked again as one smaller step, at most `retries` times.
 
-    `parse` defaults to JSON validation against each request's `json_schema`.
-    Retry k (1, 2, ...) of a request first seeded `s` is seeded `seeds.retry_seed(s, k)`,
-    a hash that cannot equal any first-attempt seed except by hash collision.
-    Returns (parsed values by request id, rejections).
-    """
+    `parse` defaults to JSON validation against each request's `json_schema`. Retry k (1,
+    2, ...) of a request first seeded `s` is seeded `seeds.retry_seed(s, k)`, a hash that
+    cannot equal any first-attempt seed except by hash collision. Returns (parsed values by
+    request id, rejections)."""
     parsers = {r.request_id: parser_for(r, parse) for r in requests}
+    first_seed = {r.request_id: r.seed for r in requests}
     results: dict[str, Any] = {}
     failures: dict[str, Rejection] = {}
-    first_seed = {r.request_id: r.seed for r in requests}
     pending = list(requests)
     for attempt in range(retries + 1):
         if not pending:
             break
-        completions = engine.generate(pending)
+        completions = yield pending
         retry: list[GenerationRequest] = []
         for request, completion in zip(pending, completions, strict=True):
             value, reason = _failure_reason(completion, parsers[request.request_id])
@@ -132,3 +117,29 @@ def generate_structured(
             )
         pending = retry
     return results, list(failures.values())
+
+
+def structured_flow(
+    request: GenerationRequest,
+    parse: Callable[[str], Any] | None = None,
+    *,
+    retries: int = 2,
+) -> Generator[list[GenerationRequest], list[Completion], tuple[Any, Rejection | None]]:
+    """One request of `structured_batch_flow`: (value, None) or (None, rejection)."""
+    values, failures = yield from structured_batch_flow([request], parse, retries=retries)
+    if failures:
+        return None, failures[0]
+    return values[request.request_id], None
+
+
+def generate_structured(
+    engine: Engine,
+    requests: Sequence[GenerationRequest],
+    parse: Callable[[str], Any] | None = None,
+    *,
+    retries: int = 2,
+) -> tuple[dict[str, Any], list[Rejection]]:
+    """Run `requests` on `engine` (`structured_batch_flow`, the failed ones retried as one
+    smaller batch); (parsed values by request id, rejections)."""
+    (result,) = run_flows(engine, [structured_batch_flow(requests, parse, retries=retries)])
+    return result

