@@ -17,6 +17,9 @@ counters (`vllm:generation_tokens`, `vllm:prompt_tokens`, `vllm:prefix_cache_que
 - (c) the offline engine (`--engine vllm`, its own engine in the process) on the same
   personas, from the run's own counters (the served engine is idle meanwhile).
 
+A first raw run with short prompts (about 140 tokens, 128 generated) gives the server's
+decode limit at that concurrency, for reference.
+
 Prints a markdown table: generated tokens/s, prompt tokens per persona, prefix-cache hit
 share, personas per minute, and (b) / (a).
 """
@@ -106,6 +109,18 @@ def raw_client(server: VLLMServer, n: int, in_flight: int, prompt_words: int, ou
     return time.perf_counter() - started
 
 
+def raw_row(part: str, requests: int, seconds: float, raw: dict[str, float]) -> dict:
+    return {
+        "part": part,
+        "tokens_per_s": raw["generated"] / seconds,
+        "prompt_per_persona": None,
+        "cached": raw["cache_hits"] / raw["cache_queries"] if raw["cache_queries"] else None,
+        "personas_per_min": None,
+        "requests": f"{requests} x {raw['prompt'] / requests:.0f} prompt / "
+        f"{raw['generated'] / requests:.0f} out",
+    }
+
+
 def words_for(server: VLLMServer, tokens: float) -> int:
     """Random words that make a chat prompt of about `tokens` tokens (the server counts)."""
     sample = " ".join(WORDS * 20)
@@ -143,6 +158,12 @@ def main() -> None:
         try:
             served = ["--engine", "openai", "--base-url", server.url, "--model", server.model,
                       "--concurrency", str(args.in_flight)]  # fmt: skip
+            # the server's decode limit: short prompts (as the issue's 265 tok/s client)
+            requests = args.raw_waves * args.in_flight
+            before = counters(server)
+            seconds = raw_client(server, requests, args.in_flight, words_for(server, 140), 128)
+            rows.append(raw_row("(a0) raw client, 140-token prompts", requests, seconds,
+                                delta(before, counters(server))))  # fmt: skip
             for preset in args.presets.split(","):
                 before = counters(server)
                 result = run_generate(base / f"b-{preset}", args, preset, served)
@@ -170,19 +191,7 @@ def main() -> None:
                 before = counters(server)
                 seconds = raw_client(server, requests, args.in_flight, words, out_tokens)
                 raw = delta(before, counters(server))
-                rows.append(
-                    {
-                        "part": f"(a) raw client, {preset} lengths",
-                        "tokens_per_s": raw["generated"] / seconds,
-                        "prompt_per_persona": None,
-                        "cached": raw["cache_hits"] / raw["cache_queries"]
-                        if raw["cache_queries"]
-                        else None,
-                        "personas_per_min": None,
-                        "requests": f"{requests} x {raw['prompt'] / requests:.0f} prompt / "
-                        f"{raw['generated'] / requests:.0f} out",
-                    }
-                )
+                rows.append(raw_row(f"(a) raw client, {preset} lengths", requests, seconds, raw))
         finally:
             server.kill()
         if not args.no_offline:
