@@ -144,6 +144,7 @@ def main() -> None:
     parser.add_argument("--in-flight", type=int, default=16)
     parser.add_argument("--max-num-seqs", type=int, default=16)
     parser.add_argument("--presets", default="quick,deep")
+    parser.add_argument("--block-size", type=int, default=32, help="the server's KV block")
     parser.add_argument("--raw-waves", type=int, default=4, help="(a) sends waves x in-flight")
     parser.add_argument("--no-offline", action="store_true", help="skip part (c)")
     args = parser.parse_args()
@@ -152,7 +153,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
         server = VLLMServer(
-            embedded_model_dir(), base / "server.log", max_num_seqs=args.max_num_seqs
+            embedded_model_dir(),
+            base / "server.log",
+            max_num_seqs=args.max_num_seqs,
+            block_size=args.block_size,
         )
         server.start()
         try:
@@ -209,7 +213,8 @@ def main() -> None:
                 )
 
     print(f"\n{args.personas} personas per run, --critic-rounds 0, sessions 0; server "
-          f"max_num_seqs {args.max_num_seqs}, --concurrency {args.in_flight}\n")  # fmt: skip
+          f"max_num_seqs {args.max_num_seqs}, block size {args.block_size}, "
+          f"--concurrency {args.in_flight}\n")  # fmt: skip
     print(
         "| part | generated tok/s | prompt tokens / persona | prefix-cache hits | personas/min | raw requests |"
     )

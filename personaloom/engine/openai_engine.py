@@ -238,7 +238,12 @@ class OpenAIEngine:
             return []
         completions: dict[int, Completion] = {}
         order = {id(r): k for k, r in enumerate(requests)}
-        self._run(list(requests), lambda r, c: completions.__setitem__(order[id(r)], c) or [])
+
+        def keep(request: GenerationRequest, completion: Completion) -> list[GenerationRequest]:
+            completions[order[id(request)]] = completion
+            return []  # nothing follows: generate asks for exactly `requests`
+
+        self._run(list(requests), keep)
         return [completions[k] for k in range(len(requests))]
 
     def stream(

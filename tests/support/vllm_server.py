@@ -37,13 +37,20 @@ def free_port() -> int:
 
 class VLLMServer:
     def __init__(
-        self, model_dir: Path, log: Path, *, max_num_seqs: int = 16, dev_mode: bool = False
+        self,
+        model_dir: Path,
+        log: Path,
+        *,
+        max_num_seqs: int = 16,
+        dev_mode: bool = False,
+        block_size: int = 32,
     ) -> None:
         self.model_dir = Path(model_dir)
         self.log = log
         self.port = free_port()
         self.max_num_seqs = max_num_seqs
         self.dev_mode = dev_mode  # VLLM_SERVER_DEV_MODE=1: /server_info reports the config
+        self.block_size = block_size
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
         self._peak = 0
@@ -67,7 +74,7 @@ class VLLMServer:
             "--no-enable-chunked-prefill", "--max-num-batched-tokens", "8192",
             "--max-num-seqs", str(self.max_num_seqs), "--enforce-eager",
             "--disable-uvicorn-access-log", "--enable-prompt-tokens-details",
-            "--block-size", "32",
+            "--block-size", str(self.block_size),
         ]  # fmt: skip
         env = {**os.environ, "VLLM_NO_USAGE_STATS": "1", "HF_HUB_OFFLINE": "1"}
         if self.dev_mode:
