@@ -19,11 +19,30 @@ class ChatServer:
         self.script: deque[str] = deque()
         self.requests: list[dict] = []
         self.reply = '{"answer": "fine"}'
+        # GET /server_info?config_format=json answers this (what a vLLM server in dev mode
+        # reports, trimmed); None: 404, as any server without that endpoint
+        self.server_info: object | None = None
+        self.gets: list[str] = []
         server = self
 
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, *args):  # quiet
                 pass
+
+            def do_GET(self):
+                server.gets.append(self.path)
+                found = self.path == "/server_info?config_format=json"
+                payload = json.dumps(server.server_info).encode()
+                if not found or server.server_info is None:
+                    self.send_response(404)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
 
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))

@@ -33,66 +33,28 @@ def test_concurrency_reaches_both_http_engines_and_not_the_fingerprint():
 def test_unset_concurrency_is_the_servers_max_num_seqs_else_64():
     """A server that reports its configuration on /server_info (vllm serve with
     VLLM_SERVER_DEV_MODE=1; the real one runs in tests/test_vllm_serve.py) sets the requests
-    in flight; one that does not (this stub answers 501), a bad body or no server: 64. An
+    in flight; one that does not (404), a body without the number or no server: 64. An
     explicit --concurrency is never asked about."""
     from personaloom.run.pipeline import derived_batch_size, engine_spec, resolve_concurrency
 
     def served(url: str, **update) -> RunConfig:
         return RunConfig(engine="openai", base_url=url, model="m", **update)
 
-    with ChatServer() as plain:
-        config = resolve_concurrency(served(plain.url))
+    with ChatServer() as server:
+        config = resolve_concurrency(served(server.url))
         assert config.concurrency == 64 and engine_spec(config).concurrency == 64
         assert derived_batch_size(config) == 64
-    with InfoServer({"vllm_config": {"scheduler_config": {"max_num_seqs": 24}}}) as info:
-        config = resolve_concurrency(served(info.url + "/v1"))
+        server.server_info = {"vllm_config": {"scheduler_config": {"max_num_seqs": 24}}}
+        config = resolve_concurrency(served(server.url + "/v1"))
         assert config.concurrency == 24 and derived_batch_size(config) == 24
-        assert info.asked == 1
-        assert resolve_concurrency(served(info.url, concurrency=5)).concurrency == 5
-        assert info.asked == 1
-    with InfoServer({"vllm_config": "SchedulerConfig(max_num_seqs=24)"}) as text:
-        assert resolve_concurrency(served(text.url)).concurrency == 64
+        assert server.gets == ["/server_info?config_format=json"] * 2
+        assert resolve_concurrency(served(server.url, concurrency=5)).concurrency == 5
+        assert len(server.gets) == 2
+        server.server_info = {"vllm_config": "SchedulerConfig(max_num_seqs=24)"}
+        assert resolve_concurrency(served(server.url)).concurrency == 64
     assert resolve_concurrency(served("http://127.0.0.1:9")).concurrency == 64
     # the offline engine is left alone
     assert resolve_concurrency(RunConfig()).concurrency is None
-
-
-class InfoServer:
-    """Answers GET /server_info?config_format=json with `body` (what vLLM's dev-mode
-    endpoint returns, trimmed to what personaloom reads)."""
-
-    def __init__(self, body: object) -> None:
-        import http.server
-        import json
-        import threading
-
-        outer = self
-        self.asked = 0
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_GET(self):
-                ok = self.path == "/server_info?config_format=json"
-                outer.asked += ok
-                payload = json.dumps(body).encode()
-                self.send_response(200 if ok else 404)
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def __enter__(self) -> InfoServer:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 def test_without_judge_options_the_judges_use_the_generating_model():

@@ -304,14 +304,15 @@ def validate(
     out = Path(out)
     # engine options first: the derived batch size reads max_num_seqs from them
     check_engine_options(config.engine_options, config.engine)
-    config = resolve_concurrency(config)
-    config = resolve_batch_size(config, out, restart)
     text = config.to_yaml()
-    if redact(text) != text:
+    if redact(text) != text:  # before anything is sent to --base-url
         raise UserError(
             "run options: an option holds the value of a secret (e.g. HF_TOKEN in --base-url); "
             "run state is stored in the clear, so pass credentials through the environment"
         )
+    config = resolve_concurrency(config)
+    config = resolve_batch_size(config, out, restart)
+    text = config.to_yaml()
     project = Project.locate(project_dir)
     taxonomy_path = project.taxonomy_path(config.taxonomy)
     hashes = content_hashes(project, taxonomy_path)
