@@ -338,7 +338,7 @@ def test_leakage_reads_sentences_of_the_prompt_templates(repo_root, tmp_path):
     )
     assert template_phrases(tmp_path) == ["never mention the secret word list today"]
     shipped = template_phrases(repo_root / "prompts")
-    assert "be concrete and consistent with everything above" in shipped
+    assert "when asked to fill in details answer with a json object" in shipped
 
 
 def test_leakage_lets_the_assistant_talk_about_json(critics):
