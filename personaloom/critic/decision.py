@@ -4,8 +4,9 @@
 faithfulness and safety) and then a threshold on the combined judge score; the thresholds
 come from the settings file (`settings.Thresholds`). `review_flow` runs one critic pass
 over records in that order (no judge tokens are spent on a record a rule already
-rejected; `review_records` runs it on an engine); `rejection_rows` turns a rejection into rows of the rejected table, one per
-reason; `acceptance_report` sums decisions up per round and per critic.
+rejected; `review_records` runs it on an engine); `rejection_rows` turns a rejection into
+rows of the rejected table, one per reason; `acceptance_report` sums decisions up per
+round and per critic.
 """
 
 from __future__ import annotations

@@ -1,7 +1,9 @@
 """Generator-critic rounds (Synthetic-Persona-Chat style) over one batch.
 
 Round 0 generates every persona of the batch and reviews it (rule critics, then LLM judges
-on what the rules passed, then the decision). Each later round regenerates only the
+on what the rules passed, then the decision). With the judges on the generating engine,
+each persona is reviewed in its own flow as soon as it is written (`_write_then_review`);
+judges on their own engine review the batch's personas together afterwards. Each later round regenerates only the
 personas not yet accepted, with a fresh request seed and, in the prompts, the best accepted
 personas so far (`fewshot.select_fewshot`) as examples. Every rejected candidate is kept as
 rejection rows with its critic, score, reason and the candidate itself (`raw`, JSON).
