@@ -156,3 +156,17 @@ def test_judges_run_on_their_own_endpoint_and_filter_there(engine, repo_root, tm
     card = (out / "README.md").read_text()
     assert "| judge model | `org/judge-8b` |" in card
     assert "| model | `" + manifest["model"] in card
+
+
+def test_generate_asks_the_server_once_and_the_flow_reuses_the_answer(tmp_path):
+    """`generate` validates (and asks /server_info) before Prefect starts; the flow gets the
+    validated config, so its own validation finds it cached and does not ask again."""
+    with ChatServer() as server:
+        code = main(
+            ["generate", "--out", str(tmp_path / "out"), "--personas", "1",
+             "--critic-rounds", "0", "--sessions", "0", "--max-candidates", "1",
+             "--engine", "openai", "--base-url", server.url, "--model", "m"]
+        )  # fmt: skip
+        assert code == 0
+        assert server.gets == ["/server_info?config_format=json"]
+        assert server.requests  # the run did reach the endpoint

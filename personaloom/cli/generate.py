@@ -125,6 +125,9 @@ def run(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(config.to_yaml(), end="")
         return 0
+    # From here on the validated config: its batch size and concurrency are resolved, so
+    # the flow's prepare finds the validation cached and does not ask the server again.
+    config = checked.config
     configure_environment(verbose=args.verbose)  # before the flow file imports Prefect
     flows = load_flow_module(Project.locate(args.project))
     from personaloom.cli import stop

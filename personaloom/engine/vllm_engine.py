@@ -83,7 +83,7 @@ class VLLMEngine:
             # The prefix cache reuses whole blocks only; vLLM's CPU default of 128 tokens
             # loses ~64 tokens per request at the end of the shared prefix. With 32 (the
             # CPU backend wants multiples of 32), 16 personas of the quick preset had 77% of
-            # their prompt tokens cached instead of 71%, at the same speed (README).
+            # their prompt tokens cached instead of 71%, about 3% slower (README).
             llm_kwargs.setdefault("block_size", CPU_BLOCK_SIZE)
         if kv_cache_gib is not None:
             llm_kwargs["kv_cache_memory_bytes"] = int(kv_cache_gib * 2**30)
